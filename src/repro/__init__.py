@@ -1,0 +1,31 @@
+"""repro: a reproducibility companion for ten 2023-24 papers.
+
+The library behind the book's notebooks. Importing ``repro`` is cheap: subpackages that pull
+in torch, timm or transformers load on first use (``repro.vision``, ``repro.fp8``, ...).
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+__version__ = "0.1.0"
+
+#: Where the book's notebooks live online; the Colab install cell uses the tag of this version.
+REPO_URL = "https://github.com/repro-companion/repro"
+RELEASE_TAG = f"v{__version__}"
+
+_SUBMODULES = {
+    "bench", "cache", "cli", "data", "distributed", "fp8", "ledger", "lm", "plotting",
+    "runtime", "scales", "train", "vision", "execute",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _SUBMODULES:
+        return importlib.import_module(f"{__name__}.{name}")
+    raise AttributeError(f"module 'repro' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(list(globals()) + list(_SUBMODULES))

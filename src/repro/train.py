@@ -1,0 +1,270 @@
+"""The one training loop of the book (nanoGPT-sized): seeded, device-aware, tqdm progress,
+learning-rate warm-up and cosine decay, gradient clipping, safetensors checkpoints, and resume
+that ends with exactly the numbers of an uninterrupted run.
+
+Determinism across a resume rests on two rules: the batch at a step is a pure function of the
+step (``batch_fn(step)``, see :func:`repro.data.batch_indices`), and the checkpoint holds
+everything else that changes (model, optimizer state, torch's RNG state, the history).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .errors import CheckpointError
+
+CHECKPOINT_NAME = "last.safetensors"
+
+
+@dataclass
+class TrainConfig:
+    steps: int = 100
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    betas: tuple[float, float] = (0.9, 0.999)
+    warmup_steps: int = 0
+    schedule: str = "cosine"  # cosine | constant | linear
+    min_lr_ratio: float = 0.1
+    grad_clip: float | None = None
+    eval_every: int = 0
+    checkpoint_dir: str | None = None
+    checkpoint_every: int = 0
+    progress: bool = True
+    desc: str = "train"
+
+    def __post_init__(self) -> None:
+        if self.steps < 1:
+            raise ValueError(f"steps must be >= 1, got {self.steps}")
+        if self.schedule not in ("cosine", "constant", "linear"):
+            raise ValueError(f"unknown schedule {self.schedule!r}: use cosine, constant or "
+                             "linear")
+
+
+@dataclass
+class History:
+    step: list[int] = field(default_factory=list)
+    loss: list[float] = field(default_factory=list)
+    lr: list[float] = field(default_factory=list)
+    metrics: dict[str, list[float]] = field(default_factory=dict)
+    evals: list[dict[str, float]] = field(default_factory=list)
+    skipped_steps: int = 0
+    seconds: float = 0.0
+
+    def last(self, n: int = 50) -> float:
+        """Mean training loss over the last ``n`` steps."""
+        tail = self.loss[-n:]
+        return sum(tail) / len(tail)
+
+
+def lr_factor(step: int, cfg: TrainConfig) -> float:
+    """Multiplier of the peak lr at ``step``: linear warm-up, then cosine/linear decay to
+    ``min_lr_ratio`` (or constant)."""
+    if cfg.warmup_steps and step < cfg.warmup_steps:
+        return (step + 1) / cfg.warmup_steps
+    if cfg.schedule == "constant":
+        return 1.0
+    span = max(cfg.steps - cfg.warmup_steps, 1)
+    progress = min((step - cfg.warmup_steps) / span, 1.0)
+    if cfg.schedule == "cosine":
+        decay = 0.5 * (1 + math.cos(math.pi * progress))
+    else:
+        decay = 1 - progress
+    return cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * decay
+
+
+def default_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
+    """AdamW with weight decay on matrices only (not on norms, biases or gains)."""
+    decay = [p for p in model.parameters() if p.requires_grad and p.ndim >= 2]
+    no_decay = [p for p in model.parameters() if p.requires_grad and p.ndim < 2]
+    groups = [{"params": decay, "weight_decay": cfg.weight_decay},
+              {"params": no_decay, "weight_decay": 0.0}]
+    return torch.optim.AdamW([g for g in groups if g["params"]], lr=cfg.lr, betas=cfg.betas)
+
+
+def _to(batch: Any, device: torch.device) -> Any:
+    if isinstance(batch, torch.Tensor):
+        return batch.to(device)
+    if isinstance(batch, (list, tuple)):
+        return type(batch)(_to(b, device) for b in batch)
+    if isinstance(batch, dict):
+        return {k: _to(v, device) for k, v in batch.items()}
+    return batch
+
+
+def _progress(total: int, initial: int, desc: str, enabled: bool):
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "IProgress not found": fall back to text bars
+        from tqdm.auto import tqdm
+    mininterval = float(os.environ.get("TQDM_MININTERVAL", "0.5"))
+    return tqdm(total=total, initial=initial, desc=desc, disable=not enabled,
+                mininterval=mininterval, leave=True)
+
+
+def _is_main() -> bool:
+    import torch.distributed as dist
+
+    return not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0
+
+
+def fit(
+    model: torch.nn.Module,
+    loss_fn: Callable[[torch.nn.Module, Any], Any],
+    batch_fn: Callable[[int], Any],
+    config: TrainConfig,
+    *,
+    optimizer: torch.optim.Optimizer | None = None,
+    eval_fn: Callable[[torch.nn.Module], dict[str, float]] | None = None,
+    device: torch.device | str | None = None,
+) -> History:
+    """Train ``model`` for ``config.steps`` steps and return the :class:`History`.
+
+    ``loss_fn(model, batch)`` returns a scalar loss or ``(loss, {name: value})``;
+    ``batch_fn(step)`` returns the batch of that step; ``eval_fn(model)`` returns metrics,
+    called every ``eval_every`` steps and at the end (in eval mode, without gradients).
+    With ``checkpoint_dir`` set, a checkpoint is written every ``checkpoint_every`` steps and
+    at the end, and an existing one is resumed from.
+    """
+    device = torch.device(device) if device is not None else next(model.parameters()).device
+    model.to(device)
+    optimizer = optimizer or default_optimizer(model, config)
+    for group in optimizer.param_groups:
+        group.setdefault("initial_lr", group["lr"])
+    history = History()
+    start_step = 0
+    ckpt = Path(config.checkpoint_dir) / CHECKPOINT_NAME if config.checkpoint_dir else None
+    if ckpt is not None and ckpt.exists():
+        start_step, history = load_checkpoint(ckpt, model, optimizer)
+
+    def evaluate(step: int) -> None:
+        if eval_fn is None:
+            return
+        model.eval()
+        with torch.no_grad():
+            metrics = {k: float(v) for k, v in eval_fn(model).items()}
+        model.train()
+        history.evals.append({"step": step, **metrics})
+
+    bar = _progress(config.steps, start_step, config.desc, config.progress and _is_main())
+    t0 = time.perf_counter()
+    model.train()
+    for step in range(start_step, config.steps):
+        factor = lr_factor(step, config)
+        for group in optimizer.param_groups:
+            group["lr"] = group["initial_lr"] * factor
+        out = loss_fn(model, _to(batch_fn(step), device))
+        loss, metrics = out if isinstance(out, tuple) else (out, {})
+        optimizer.zero_grad(set_to_none=True)
+        if not torch.isfinite(loss):
+            history.skipped_steps += 1  # never step on a non-finite loss
+        else:
+            loss.backward()
+            if config.grad_clip:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+            result = optimizer.step()
+            if result is False:  # optimizers that skip on overflow say so
+                history.skipped_steps += 1
+        history.step.append(step)
+        history.loss.append(float(loss.detach()))
+        history.lr.append(optimizer.param_groups[0]["lr"])
+        for k, v in metrics.items():
+            history.metrics.setdefault(k, []).append(float(v))
+        bar.update(1)
+        if step % 10 == 0 or step == config.steps - 1:
+            bar.set_postfix(loss=f"{history.loss[-1]:.4f}", refresh=False)
+        done = step + 1
+        if config.eval_every and done % config.eval_every == 0 and done < config.steps:
+            evaluate(done)
+        if ckpt is not None and config.checkpoint_every and done % config.checkpoint_every == 0:
+            save_checkpoint(ckpt, model, optimizer, done, history)
+    bar.close()
+    history.seconds += time.perf_counter() - t0
+    if not history.evals or history.evals[-1]["step"] != config.steps:
+        evaluate(config.steps)
+    if ckpt is not None and start_step < config.steps:
+        save_checkpoint(ckpt, model, optimizer, config.steps, history)
+    return history
+
+
+# --------------------------------------------------------------------------- checkpoints
+def _flatten_optimizer(state: dict) -> tuple[dict[str, torch.Tensor], dict]:
+    tensors: dict[str, torch.Tensor] = {}
+    skeleton: dict[str, Any] = {"param_groups": state["param_groups"], "state": {}}
+    for idx, slots in state["state"].items():
+        skeleton["state"][str(idx)] = {}
+        for key, value in slots.items():
+            if isinstance(value, torch.Tensor):
+                name = f"optim.{idx}.{key}"
+                tensors[name] = value.detach().cpu().contiguous()
+                skeleton["state"][str(idx)][key] = {"tensor": name}
+            else:
+                skeleton["state"][str(idx)][key] = {"value": value}
+    return tensors, skeleton
+
+
+def _unflatten_optimizer(tensors: dict[str, torch.Tensor], skeleton: dict) -> dict:
+    state = {}
+    for idx, slots in skeleton["state"].items():
+        state[int(idx)] = {k: tensors[v["tensor"]] if "tensor" in v else v["value"]
+                           for k, v in slots.items()}
+    return {"state": state, "param_groups": skeleton["param_groups"]}
+
+
+def save_checkpoint(path: str | Path, model: torch.nn.Module, optimizer, step: int,
+                    history: History | None = None) -> Path:
+    """Write model + optimizer + RNG + history to one safetensors file, atomically."""
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tensors = {f"model.{k}": v.detach().cpu().contiguous()
+               for k, v in model.state_dict().items()}
+    opt_tensors, skeleton = _flatten_optimizer(optimizer.state_dict())
+    tensors.update(opt_tensors)
+    tensors["rng.torch"] = torch.get_rng_state()
+    meta = {"step": str(step), "optimizer": json.dumps(skeleton),
+            "history": json.dumps(asdict(history or History())), "format": "repro-ckpt-1"}
+    tmp = path.with_name(f".{path.name}.tmp")
+    save_file(tensors, str(tmp), metadata=meta)
+    os.replace(tmp, path)
+    return path
+
+
+def load_checkpoint(path: str | Path, model: torch.nn.Module,
+                    optimizer=None) -> tuple[int, History]:
+    """Restore model (and optimizer, RNG) from :func:`save_checkpoint`; return (step, history)."""
+    from safetensors import safe_open
+
+    path = Path(path)
+    if not path.exists():
+        raise CheckpointError(f"checkpoint not found: {path}")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
+    except Exception as err:  # safetensors raises its own error type on a bad header
+        raise CheckpointError(
+            f"checkpoint {path} is corrupt or truncated ({err}). Delete it to start over, or "
+            "point checkpoint_dir at an intact copy.") from err
+    if meta.get("format") != "repro-ckpt-1":
+        raise CheckpointError(f"{path} is not a repro training checkpoint (no format tag)")
+    model_sd = {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}
+    try:
+        model.load_state_dict(model_sd)
+    except RuntimeError as err:
+        raise CheckpointError(f"checkpoint {path} does not fit this model: {err}") from err
+    if optimizer is not None:
+        optimizer.load_state_dict(_unflatten_optimizer(tensors, json.loads(meta["optimizer"])))
+    torch.set_rng_state(tensors["rng.torch"])
+    hist = History(**json.loads(meta["history"]))
+    return int(meta["step"]), hist
