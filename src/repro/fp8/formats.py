@@ -121,10 +121,15 @@ def quantize(
     clamped = scaled.clamp(-f.max, f.max)  # clamp keeps NaN as NaN
     q = clamped.to(f.dtype)
     if stats is not None:
+        # Counted on the scaled fp32 values, without decoding the payload (an E4M3 decode
+        # costs about as much as a GEMM on CPU). Round-to-nearest-even sends every value in
+        # (0, min_subnormal / 2] to zero, the tie included.
+        magnitude = scaled.abs()
         stats += QuantStats(
             numel=x.numel(),
-            overflow=int((scaled.abs() > f.max).sum()),
-            underflow=int(((scaled != 0) & (q.float() == 0)).sum()),
+            overflow=int(torch.count_nonzero(magnitude > f.max)),
+            underflow=int(torch.count_nonzero((magnitude > 0)
+                                              & (magnitude <= f.min_subnormal / 2))),
         )
     return q
 

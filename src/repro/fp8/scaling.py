@@ -20,7 +20,10 @@ import torch
 
 from .formats import FP8Format, QuantStats, get_format, quantize
 
-__all__ = ["power_of_two_scale", "ScalingState", "amax"]
+__all__ = ["power_of_two_scale", "ScalingState", "amax", "MAX_EXPONENT"]
+
+#: Scales stay within 2**±126, the normal range of fp32.
+MAX_EXPONENT = 126
 
 
 def amax(x: torch.Tensor) -> float:
@@ -39,7 +42,9 @@ def power_of_two_scale(amax_value: float, fp_max: float, margin: int = 0,
     if not math.isfinite(amax_value) or amax_value <= 0.0:
         return previous
     exp = math.floor(math.log2(fp_max / amax_value)) - margin
-    return 2.0**exp
+    # keep the scale a finite fp32 number: a tiny amax would otherwise give 2**200 = inf in
+    # fp32, and inf * 0 = NaN
+    return 2.0 ** max(min(exp, MAX_EXPONENT), -MAX_EXPONENT)
 
 
 @dataclass

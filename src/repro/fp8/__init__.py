@@ -1,0 +1,47 @@
+"""FP8-LM: Training FP8 Large Language Models (Peng et al., arXiv 2310.18313; code Azure/MS-AMP).
+
+Paper section → module:
+
+* App. A.1 FP8 formats (E4M3, E5M2), saturating casts → :mod:`repro.fp8.formats`
+* App. A.2 tensor scaling, just-in-time and delayed, power-of-two scales → :mod:`.scaling`
+* §2.2 tensors stored as (payload, scale), FP16 "with tensor scaling" → :mod:`.tensor`
+* §2 FP8 GEMMs of a linear layer (E4M3 forward, E5M2 gradients) → :mod:`.linear`, :mod:`.convert`
+* §3 / MS-AMP docs: optimization levels O1, O2, O3 → :mod:`.levels`
+* §2.2 FP8 optimizer with precision decoupling → :mod:`.optim`
+* §2.1 FP8 gradient all-reduce with automatic scaling (Eqs. 4-6) → :mod:`.distributed`
+* §2.3 FP8 ZeRO, whole-tensor greedy partition (Alg. 1) → :mod:`.zero`
+* §3 / Table 5 memory: bytes per parameter → :mod:`.memory`
+
+Names are exported lazily, so ``import repro.fp8`` does not import torch.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+_EXPORTS = {
+    "E4M3": "formats", "E5M2": "formats", "quantize": "formats", "dequantize": "formats",
+    "ScalingState": "scaling", "power_of_two_scale": "scaling",
+    "ScaledTensor": "tensor",
+    "FP8Linear": "linear",
+    "convert": "convert", "unconvert": "convert", "fp8_stats": "convert",
+    "LEVELS": "levels", "get_level": "levels",
+    "FP8AdamW": "optim",
+    "fp8_all_reduce": "distributed", "register_fp8_comm_hook": "distributed",
+    "partition_greedy": "zero", "partition_contiguous": "zero",
+    "training_state_bytes": "memory",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        value = getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
+        globals()[name] = value  # cache: later look-ups skip __getattr__
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EXPORTS))
