@@ -6,9 +6,9 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
-import tomllib
 from pathlib import Path
 
+import tomllib
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -46,8 +46,9 @@ def test_ci_runs_the_readme_test_command():
     assert cmd.strip() in ci
 
 
-def test_importing_repro_and_its_data_module_does_not_import_torch_heavies():
-    code = "import sys, repro; repro.__version__; print(sorted(m for m in ('torch','timm','transformers') if m in sys.modules))"
+def test_importing_repro_does_not_import_torch_timm_or_transformers():
+    code = ("import sys, repro, repro.fp8, repro.lm; repro.__version__; "
+            "print(sorted(m for m in ('torch', 'timm', 'transformers') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True)
     assert out.stdout.strip() == "[]"

@@ -64,7 +64,7 @@ def interleaved(fns: dict[str, Callable[[], object]], *, items_per_call: int = 1
     """Time several callables round-robin (``rounds`` × ``repeat`` calls each) so that machine
     noise hits all of them alike; returns one :class:`Timing` per name."""
     out = {name: Timing(name, [], items_per_call) for name in fns}
-    for name, fn in fns.items():
+    for fn in fns.values():
         for _ in range(warmup):
             fn()
     for _ in range(rounds):

@@ -78,9 +78,12 @@ def _parser(load_train: bool = True) -> argparse.ArgumentParser:
             tsub.add_parser(task, help=f"see `repro train {task} --help`")
             continue
         try:
-            getattr(importlib.import_module(module), func)(tsub)
-        except ImportError:  # a chapter not installed yet
-            continue
+            mod = importlib.import_module(module)
+        except ModuleNotFoundError as err:
+            if err.name != module:  # a real missing dependency: say so, do not hide it
+                raise
+            continue  # this chapter's trainer is not part of the installed tree
+        getattr(mod, func)(tsub)
     return p
 
 

@@ -124,7 +124,7 @@ def sha256_of(path: Path, chunk: int = 1 << 20) -> str:
 
 def _manual_help(m: Manifest, target: Path) -> str:
     return (f"Manifest: {m.path}. To get it by hand: {m.manual.strip()} "
-            f"Then place the file at {target}" + (f" (sha256 {m.sha256})." if m.sha256 else "."))
+            f"Then place it at {target}" + (f" (sha256 {m.sha256})." if m.sha256 else "."))
 
 
 def fetch(name: str | Manifest, dest: str | Path | None = None, *,
