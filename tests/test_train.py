@@ -93,3 +93,26 @@ def test_batches_cover_each_epoch_once_and_depend_only_on_step_and_seed():
     assert sorted(seen.tolist()) == list(range(100))
     assert torch.equal(batch_indices(100, 10, 7, 3), batch_indices(100, 10, 7, 3))
     assert not torch.equal(batch_indices(100, 10, 0, 3), batch_indices(100, 10, 10, 3))
+
+
+def test_checkpoint_stores_tied_weights_once_and_restores_the_tie(tmp_path):
+    from repro.train import save_checkpoint
+
+    class Tied(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.emb = torch.nn.Embedding(10, 4)
+            self.head = torch.nn.Linear(4, 10, bias=False)
+            self.head.weight = self.emb.weight
+
+    model = Tied()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    path = save_checkpoint(tmp_path / "c.safetensors", model, opt, 3)
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as f:
+        assert [k for k in f.keys() if k.startswith("model.")] == ["model.emb.weight"]
+    fresh = Tied()
+    step, _ = load_checkpoint(path, fresh)
+    assert step == 3 and torch.equal(fresh.head.weight, model.emb.weight)
+    assert fresh.head.weight is fresh.emb.weight

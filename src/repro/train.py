@@ -227,13 +227,23 @@ def save_checkpoint(path: str | Path, model: torch.nn.Module, optimizer, step: i
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tensors = {f"model.{k}": v.detach().cpu().contiguous()
-               for k, v in model.state_dict().items()}
+    tensors: dict[str, torch.Tensor] = {}
+    aliases: dict[str, str] = {}  # tied weights (e.g. lm_head = embedding) are stored once
+    seen: dict[tuple, str] = {}
+    for k, v in model.state_dict().items():
+        ident = (v.untyped_storage().data_ptr(), v.storage_offset(), tuple(v.shape),
+                 tuple(v.stride()), v.dtype)
+        if v.numel() and ident in seen:
+            aliases[f"model.{k}"] = seen[ident]
+            continue
+        seen[ident] = f"model.{k}"
+        tensors[f"model.{k}"] = v.detach().cpu().contiguous()
     opt_tensors, skeleton = _flatten_optimizer(optimizer.state_dict())
     tensors.update(opt_tensors)
     tensors["rng.torch"] = torch.get_rng_state()
     meta = {"step": str(step), "optimizer": json.dumps(skeleton),
-            "history": json.dumps(asdict(history or History())), "format": "repro-ckpt-1"}
+            "history": json.dumps(asdict(history or History())), "format": "repro-ckpt-1",
+            "aliases": json.dumps(aliases)}
     tmp = path.with_name(f".{path.name}.tmp")
     save_file(tensors, str(tmp), metadata=meta)
     os.replace(tmp, path)
@@ -258,6 +268,8 @@ def load_checkpoint(path: str | Path, model: torch.nn.Module,
             "point checkpoint_dir at an intact copy.") from err
     if meta.get("format") != "repro-ckpt-1":
         raise CheckpointError(f"{path} is not a repro training checkpoint (no format tag)")
+    for alias, source in json.loads(meta.get("aliases", "{}")).items():
+        tensors[alias] = tensors[source]
     model_sd = {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}
     try:
         model.load_state_dict(model_sd)
