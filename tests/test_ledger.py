@@ -80,8 +80,8 @@ def test_record_refuses_an_id_missing_from_claims_yaml(tiny_notebook, monkeypatc
     monkeypatch.chdir(tiny_notebook.parent)
     with pytest.raises(ReproError, match="unknown claim id 'totl'"):
         ledger.record("totl", 1.0)
-    entry = ledger.record("total", 2.0, steps=4)
-    assert entry == {"claim": "total", "value": 2.0, "context": {"steps": 4}}
+    ledger.record("total", 2.0, steps=4)
+    assert ledger.recorded()[-1] == {"claim": "total", "value": 2.0, "context": {"steps": 4}}
 
 
 def test_status_page_and_readme_block(tmp_path, tiny_notebook):

@@ -59,7 +59,7 @@ def _jsonable(value: Any) -> Any:
     return str(value)
 
 
-def record(claim_id: str, value: float, **context: Any) -> dict[str, Any]:
+def record(claim_id: str, value: float, **context: Any) -> None:
     """Record the measured ``value`` of ``claim_id`` in the running notebook.
 
     ``context`` (units, sizes, seeds) is kept beside the value. When a ``claims.yaml`` sits in
@@ -84,7 +84,6 @@ def record(claim_id: str, value: float, **context: Any) -> dict[str, Any]:
                 metadata={"repro": {"claim": claim_id}})
     except ImportError:  # plain Python: keep it in memory only
         pass
-    return entry
 
 
 def recorded() -> list[dict[str, Any]]:
@@ -323,7 +322,7 @@ def failures(rows_by_chapter: dict[str, list[Row]]) -> list[Row]:
             if r.status == STATUS_FAILED or (r.claim.scale == "ci" and r.measurement is None)]
 
 
-def show(paper: str | None = None, claims_file: str | Path = "claims.yaml"):
+def show(paper: str | None = None, claims_file: str | Path = "claims.yaml") -> None:
     """Display this notebook's recorded claims next to the paper's values (the Claims cell)."""
     entries = recorded()
     chapter = load_claims(claims_file) if Path(claims_file).exists() else None
@@ -344,7 +343,6 @@ def show(paper: str | None = None, claims_file: str | Path = "claims.yaml"):
         display(Markdown(text))
     except ImportError:
         print(text)
-    return text
 
 
 README_BEGIN = "<!-- ledger:begin -->"

@@ -28,6 +28,8 @@ _EXPORTS = {
     "LEVELS": "levels", "get_level": "levels",
     "FP8AdamW": "optim",
     "fp8_all_reduce": "distributed", "register_fp8_comm_hook": "distributed",
+    "simulate_all_reduce": "distributed", "AutoScaler": "distributed",
+    "run_gloo_all_reduce": "gloo_demo",
     "partition_greedy": "zero", "partition_contiguous": "zero",
     "training_state_bytes": "memory",
 }
