@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch import nn
 
-from repro.fp8.convert import (
+from repro.fp8.conversion import (
     convert,
     fp8_scaling_state,
     fp8_stats,
@@ -200,3 +200,15 @@ def test_scaling_state_round_trip_resumes_exactly():
     assert torch.equal(lm_loss(a, batch), lm_loss(b, batch))
     with pytest.raises(KeyError, match="disagree"):
         load_fp8_scaling_state(convert(small_llama(), skip=("lm_head",)), fp8_scaling_state(a))
+
+
+def test_package_level_convert_is_the_function_even_after_its_module_is_imported():
+    import importlib
+
+    import repro.fp8
+
+    importlib.import_module("repro.fp8.conversion")
+    from repro.fp8 import convert, fp8_stats
+
+    assert callable(convert) and convert.__name__ == "convert"
+    assert fp8_stats.__name__ == "fp8_stats"

@@ -5,7 +5,7 @@ Paper section → module:
 * App. A.1 FP8 formats (E4M3, E5M2), saturating casts → :mod:`repro.fp8.formats`
 * App. A.2 tensor scaling, just-in-time and delayed, power-of-two scales → :mod:`.scaling`
 * §2.2 tensors stored as (payload, scale), FP16 "with tensor scaling" → :mod:`.tensor`
-* §2 FP8 GEMMs of a linear layer (E4M3 forward, E5M2 gradients) → :mod:`.linear`, :mod:`.convert`
+* §2 FP8 GEMMs of a linear layer (E4M3 forward, E5M2 gradients) → :mod:`.linear`, :mod:`.conversion` (``convert``)
 * §3 / MS-AMP docs: optimization levels O1, O2, O3 → :mod:`.levels`
 * §2.2 FP8 optimizer with precision decoupling → :mod:`.optim`
 * §2.1 FP8 gradient all-reduce with automatic scaling (Eqs. 4-6) → :mod:`.distributed`
@@ -24,7 +24,8 @@ _EXPORTS = {
     "ScalingState": "scaling", "power_of_two_scale": "scaling",
     "ScaledTensor": "tensor",
     "FP8Linear": "linear",
-    "convert": "convert", "unconvert": "convert", "fp8_stats": "convert",
+    "convert": "conversion", "unconvert": "conversion", "fp8_stats": "conversion",
+    "fp8_scaling_state": "conversion", "load_fp8_scaling_state": "conversion",
     "LEVELS": "levels", "get_level": "levels",
     "FP8AdamW": "optim",
     "fp8_all_reduce": "distributed", "register_fp8_comm_hook": "distributed",

@@ -664,7 +664,7 @@ def _fp8_state_path(output: Path, rank: int) -> Path:
 
 
 def _save_fp8_state(output: Path, rank: int, step: int, training: Training) -> None:
-    from repro.fp8.convert import fp8_scaling_state
+    from repro.fp8.conversion import fp8_scaling_state
 
     state = {"step": step, "scaling": fp8_scaling_state(training.module),
              "autoscaler": asdict(training.comm_state.autoscaler) if training.comm_state else None}
@@ -675,7 +675,7 @@ def _save_fp8_state(output: Path, rank: int, step: int, training: Training) -> N
 
 
 def _load_fp8_state(output: Path, rank: int, step: int, training: Training) -> None:
-    from repro.fp8.convert import load_fp8_scaling_state
+    from repro.fp8.conversion import load_fp8_scaling_state
 
     path = _fp8_state_path(output, rank)
     if not path.is_file():
