@@ -7,7 +7,12 @@ in torch, timm or transformers load on first use (``repro.vision``, ``repro.fp8`
 from __future__ import annotations
 
 import importlib
+import warnings
 from typing import Any
+
+# tqdm.auto (imported by timm and by our training loop) warns when ipywidgets is missing and
+# falls back to text progress bars, which is what we want in executed notebooks
+warnings.filterwarnings("ignore", message="IProgress not found")
 
 __version__ = "0.1.0"
 

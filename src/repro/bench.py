@@ -87,3 +87,49 @@ def format_table(rows: list[dict], columns: list[str] | None = None) -> str:
     lines = ["  ".join(v.ljust(w) for v, w in zip(row, widths)) for row in table]
     lines.insert(1, "  ".join("-" * w for w in widths))
     return "\n".join(lines)
+
+
+#: ATen operator name → group, first matching pattern wins. The last four groups are the
+#: memory-bound operations EfficientViT (Sec. 2.1) finds dominating small ViTs on real hardware.
+OP_GROUPS: dict[str, str] = {
+    "matmul / conv": r"mm|matmul|linear|conv",
+    "softmax": r"softmax",
+    "normalization": r"norm",
+    "reshape / copy": r"view|reshape|permute|transpose|contiguous|copy|clone|cat|split|chunk"
+                      r"|unbind|select|slice|flatten|expand|pad|index|stack|squeeze|empty|^t$",
+    "element-wise": r".",  # add, mul, relu, gelu, ...
+}
+
+
+def classify_op(op: str, groups: dict[str, str] = OP_GROUPS) -> str:
+    """The group of an ATen operator name (with or without the ``aten::`` prefix)."""
+    import re
+
+    op = op.removeprefix("aten::")
+    return next(g for g, pattern in groups.items() if re.search(pattern, op))
+
+
+def op_time_by_group(fns: dict[str, Callable[[], object]], groups: dict[str, str] = OP_GROUPS,
+                     *, calls: int = 5, warmup: int = 1) -> dict[str, dict[str, float]]:
+    """Milliseconds of ATen self time per operator group for each callable: the median over
+    ``calls`` profiled calls, taken round-robin so machine noise hits every callable alike."""
+    import os
+
+    os.environ.setdefault("KINETO_LOG_LEVEL", "6")  # the profiler's C++ log lines stay quiet
+    import torch
+
+    for fn in fns.values():
+        for _ in range(warmup):
+            fn()
+    runs: dict[str, list[dict[str, float]]] = {name: [] for name in fns}
+    for _ in range(calls):
+        for name, fn in fns.items():
+            with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as p:
+                fn()
+            totals = dict.fromkeys(groups, 0.0)
+            for event in p.key_averages():
+                if event.key.startswith("aten::"):
+                    totals[classify_op(event.key, groups)] += event.self_cpu_time_total / 1e3
+            runs[name].append(totals)
+    return {name: {g: statistics.median(r[g] for r in rs) for g in groups}
+            for name, rs in runs.items()}

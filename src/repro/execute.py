@@ -78,14 +78,12 @@ def run_notebook(
     tmp = out.with_name(f".{out.stem}.running.ipynb")
     failed = out.with_name(f"{out.stem}.failed.ipynb")
     env_before = {k: os.environ.get(k) for k in ("REPRO_SCALE", "REPRO_NUM_THREADS",
-                                                  "TQDM_MININTERVAL", "PYTHONHASHSEED",
-                                                  "MPLBACKEND")}
+                                                  "TQDM_MININTERVAL", "PYTHONHASHSEED")}
     os.environ["REPRO_SCALE"] = scale
     if threads is not None:
         os.environ["REPRO_NUM_THREADS"] = str(threads)
     os.environ.setdefault("TQDM_MININTERVAL", "10")  # quiet progress bars in logs
     os.environ["PYTHONHASHSEED"] = "0"
-    os.environ["MPLBACKEND"] = "agg"
     import papermill as pm
 
     start = time.perf_counter()

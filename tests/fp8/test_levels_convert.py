@@ -205,8 +205,6 @@ def test_scaling_state_round_trip_resumes_exactly():
 def test_package_level_convert_is_the_function_even_after_its_module_is_imported():
     import importlib
 
-    import repro.fp8
-
     importlib.import_module("repro.fp8.conversion")
     from repro.fp8 import convert, fp8_stats
 

@@ -5,7 +5,8 @@ Paper section → module:
 * App. A.1 FP8 formats (E4M3, E5M2), saturating casts → :mod:`repro.fp8.formats`
 * App. A.2 tensor scaling, just-in-time and delayed, power-of-two scales → :mod:`.scaling`
 * §2.2 tensors stored as (payload, scale), FP16 "with tensor scaling" → :mod:`.tensor`
-* §2 FP8 GEMMs of a linear layer (E4M3 forward, E5M2 gradients) → :mod:`.linear`, :mod:`.conversion` (``convert``)
+* §2 FP8 GEMMs of a linear layer (E4M3 forward, E5M2 gradients) → :mod:`.linear`,
+  :mod:`.conversion` (``convert``)
 * §3 / MS-AMP docs: optimization levels O1, O2, O3 → :mod:`.levels`
 * §2.2 FP8 optimizer with precision decoupling → :mod:`.optim`
 * §2.1 FP8 gradient all-reduce with automatic scaling (Eqs. 4-6) → :mod:`.distributed`
