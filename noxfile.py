@@ -110,7 +110,7 @@ def book(session: nox.Session) -> None:
     session.run(py, "-m", "repro", "book", "--scale", scale, external=True,
                 env={"REPRO_NUM_THREADS": os.environ.get("REPRO_NUM_THREADS", "1")})
     _ensure_chromium(session)
-    session.run(py, "-m", "pytest", "-m", "book", "tests/site", "-p", "no:xdist",
+    session.run(py, "-m", "pytest", "-m", "book", "tests/browser", "-p", "no:xdist",
                 external=True)
 
 
