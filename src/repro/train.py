@@ -197,6 +197,22 @@ def fit(
 
 
 # --------------------------------------------------------------------------- checkpoints
+def resolve_resume(output: Path, resume: str | Path | None) -> Path | None:
+    """Where a run writing to ``output`` resumes from (the ``--resume [PATH]`` rule of every
+    ``repro train`` task): refuse to overwrite an earlier run silently, and refuse to resume
+    from nothing. ``resume="auto"`` means ``output/last.safetensors``."""
+    last = Path(output) / CHECKPOINT_NAME
+    if resume is None:
+        if last.exists():
+            raise CheckpointError(f"{last} exists from an earlier run: pass --resume to "
+                                  "continue it, or choose another --output")
+        return None
+    path = last if resume == "auto" else Path(resume)
+    if not path.is_file():
+        raise CheckpointError(f"--resume: no checkpoint at {path}")
+    return path
+
+
 def _flatten_optimizer(state: dict) -> tuple[dict[str, torch.Tensor], dict]:
     tensors: dict[str, torch.Tensor] = {}
     skeleton: dict[str, Any] = {"param_groups": state["param_groups"], "state": {}}

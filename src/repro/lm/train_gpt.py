@@ -85,7 +85,7 @@ from torch import nn
 
 from repro.distributed import DistInfo, all_reduce_mean, barrier, init_from_env, read_env, shutdown
 from repro.errors import CheckpointError, DataUnavailableError, ReproError
-from repro.train import CHECKPOINT_NAME, History, TrainConfig, lr_factor
+from repro.train import CHECKPOINT_NAME, History, TrainConfig, lr_factor, resolve_resume
 
 __all__ = ["GPTConfig", "MODELS", "PRECISIONS", "TokenData", "write_token_file",
            "load_token_file", "load_data", "global_batch_starts", "rank_batch", "build_model",
@@ -583,14 +583,8 @@ def resolve_args(args: argparse.Namespace) -> argparse.Namespace:
         raise ReproError(f"{args.token_data.name} has {len(args.token_data)} tokens, not more "
                          f"than --seq-len {args.seq_len}")
 
-    last = args.output / CHECKPOINT_NAME
-    if args.resume is None and last.exists():
-        raise ReproError(f"{last} exists from an earlier run: pass --resume to continue it, or "
-                         "choose another --output")
+    args.resume = resolve_resume(args.output, args.resume)
     if args.resume is not None:
-        args.resume = last if args.resume == "auto" else Path(args.resume)
-        if not args.resume.is_file():
-            raise CheckpointError(f"--resume: no checkpoint at {args.resume}")
         _check_resumable(args)
     return args
 

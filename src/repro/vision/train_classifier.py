@@ -67,7 +67,13 @@ from repro.distributed import (
     wrap_ddp,
 )
 from repro.errors import CheckpointError, DataUnavailableError, ReproError
-from repro.train import CHECKPOINT_NAME, History, load_checkpoint, save_checkpoint
+from repro.train import (
+    CHECKPOINT_NAME,
+    History,
+    load_checkpoint,
+    resolve_resume,
+    save_checkpoint,
+)
 
 __all__ = ["add_parser", "add_arguments", "resolve_args", "scaled_lr", "param_groups",
            "train_one_epoch", "evaluate", "load_weights", "main", "cli"]
@@ -193,14 +199,7 @@ def resolve_args(args: argparse.Namespace) -> argparse.Namespace:
     elif args.num_classes != len(args.classes):
         raise ReproError(f"--num-classes {args.num_classes} but {args.data / 'train'} has "
                          f"{len(args.classes)} class folders")
-    last = args.output / CHECKPOINT_NAME
-    if args.resume is None and last.exists():
-        raise ReproError(f"{last} exists from an earlier run: pass --resume to continue it, "
-                         "or choose another --output")
-    if args.resume is not None:
-        args.resume = last if args.resume == "auto" else Path(args.resume)
-        if not args.resume.is_file():
-            raise CheckpointError(f"--resume: no checkpoint at {args.resume}")
+    args.resume = resolve_resume(args.output, args.resume)
     return args
 
 
