@@ -116,3 +116,15 @@ def test_checkpoint_stores_tied_weights_once_and_restores_the_tie(tmp_path):
     step, _ = load_checkpoint(path, fresh)
     assert step == 3 and torch.equal(fresh.head.weight, model.emb.weight)
     assert fresh.head.weight is fresh.emb.weight
+
+
+def test_diverged_flags_nan_and_a_rising_tail_but_not_a_plateau():
+    from repro.train import History
+
+    falling = History(loss=[5 - 0.01 * i for i in range(200)])
+    assert not falling.diverged(window=20)
+    rising = History(loss=[5 - 0.01 * i for i in range(100)] + [4 + 0.02 * i for i in range(100)])
+    assert rising.diverged(window=20, margin=0.05)
+    assert History(loss=[1.0, float("nan"), 0.5]).diverged(window=2)
+    plateau = History(loss=[1.0 + 0.01 * (i % 2) for i in range(100)])
+    assert not plateau.diverged(window=10, margin=0.05)

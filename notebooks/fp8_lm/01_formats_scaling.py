@@ -81,7 +81,8 @@ import repro
 from repro import plotting
 from repro.bench import format_table
 from repro.fp8.formats import E4M3, E5M2, QuantStats, dequantize, quantize
-from repro.fp8.scaling import ScalingState, power_of_two_scale
+from repro.fp8.probe import ScalingProbe
+from repro.fp8.scaling import power_of_two_scale
 from repro.lm import CharTokenizer, batch_at, lm_loss, pydoc_text, tiny_llama, train_val_split
 from repro.train import TrainConfig, fit
 
@@ -218,50 +219,17 @@ print(f"{sum(p.numel() for p in model.parameters()):,} parameters, {len(linears)
       f"vocabulary {tokenizer.vocab_size}")
 
 # %% [markdown]
-# A short probe class registers the hooks: a forward hook sees each layer's input, and a hook
-# on the layer's output tensor sees the gradient flowing back into it.
+# `repro.fp8.probe.ScalingProbe` registers the hooks: a forward hook sees each layer's input,
+# and a hook on the layer's output tensor sees the gradient flowing back into it; each tensor
+# is cast under every policy and the overflows and underflows are counted per step.
 
 # %%
 POLICIES = {"just-in-time": ("jit", 1), **{f"delayed, h={h}": ("delayed", h) for h in HISTORIES}}
 ROLE_FORMAT = {"activation": "e4m3", "gradient": "e5m2"}  # as in an FP8 linear layer
 
 
-class ScalingProbe:
-    """Casts every linear layer's input and output gradient under each policy, per step."""
-
-    def __init__(self, layers, steps):
-        self.step = 0
-        self.states = {}  # (layer, role, policy) -> ScalingState
-        self.counts = {(role, policy): [QuantStats() for _ in range(steps)]
-                       for role in ROLE_FORMAT for policy in POLICIES}
-        self.kept = {}  # the tensors of the last step, for a closer look
-        self.amax = {}  # (layer, role) -> amax per step, before any spike
-        for name, layer in layers.items():
-            layer.register_forward_hook(self._forward_hook(name))
-
-    def _forward_hook(self, name):
-        def hook(module, args, output):
-            self.cast(name, "activation", args[0])
-            output.register_hook(lambda grad: self.cast(name, "gradient", grad))
-        return hook
-
-    def cast(self, name, role, x):
-        x = x.detach().float()
-        self.amax.setdefault((name, role), []).append(float(x.abs().max()))
-        if self.step == SPIKE_STEP:
-            x = x * SPIKE_FACTOR
-        if self.step == len(self.counts[role, "just-in-time"]) - 1:
-            self.kept[name, role] = x
-        for policy, (mode, history) in POLICIES.items():
-            key = (name, role, policy)
-            if key not in self.states:
-                self.states[key] = ScalingState(ROLE_FORMAT[role], mode, history)
-            state = self.states[key]
-            state.stats = self.counts[role, policy][self.step]  # count into this step's bucket
-            state.cast(x)
-
-
-probe = ScalingProbe(linears, STEPS)
+probe = ScalingProbe(linears, STEPS, POLICIES, ROLE_FORMAT, spike_step=SPIKE_STEP,
+                     spike_factor=SPIKE_FACTOR)
 
 
 def batch_fn(step):
@@ -311,17 +279,13 @@ print(format_table(rows))
 # clipped to ±max) and that underflowed (non-zero, became zero).
 
 # %%
-def fraction(role, policy, kind):
-    return [getattr(s, f"{kind}_rate") for s in probe.counts[role, policy]]
-
-
 steps = list(range(STEPS))
 fig, axes = plotting.subplots(2, 2, sharex=True)
 for row, role in enumerate(ROLE_FORMAT):
     for col, kind in enumerate(("overflow", "underflow")):
         ax = axes[row, col]
         for i, policy in enumerate(POLICIES):
-            ax.plot(steps, [100 * f for f in fraction(role, policy, kind)], label=policy,
+            ax.plot(steps, [100 * f for f in probe.fraction(role, policy, kind)], label=policy,
                     lw=2.5 if i == 0 else 1.3, ls="-" if i == 0 else "--")
         ax.axvline(SPIKE_STEP, color="0.6", lw=0.8, ls=":")
         ax.set_yscale("symlog", linthresh=1e-4)
@@ -362,12 +326,12 @@ summary = []
 for policy in POLICIES:
     row = {"policy": policy}
     for role in ROLE_FORMAT:
-        row[f"{role} overflow on spike %"] = 100 * fraction(role, policy, "overflow")[SPIKE_STEP]
+        row[f"{role} overflow on spike %"] = 100 * probe.fraction(role, policy, "overflow")[SPIKE_STEP]
         row[f"{role} overflow, other steps %"] = 100 * (
-            sum(fraction(role, policy, "overflow")) - fraction(role, policy, "overflow")
+            sum(probe.fraction(role, policy, "overflow")) - probe.fraction(role, policy, "overflow")
             [SPIKE_STEP]) / (STEPS - 1)
         row[f"{role} underflow after spike %"] = 100 * (
-            sum(fraction(role, policy, "underflow")[after]) / len(steps[after]))
+            sum(probe.fraction(role, policy, "underflow")[after]) / len(steps[after]))
     summary.append(row)
 print(format_table(summary))
 
@@ -392,8 +356,8 @@ fig.tight_layout()
 # The claim, in the metric of the chapter's `claims.yaml`:
 
 # %%
-jit_overflow = fraction("activation", "just-in-time", "overflow")[SPIKE_STEP]
-delayed_overflow = fraction("activation", "delayed, h=16", "overflow")[SPIKE_STEP]
+jit_overflow = probe.fraction("activation", "just-in-time", "overflow")[SPIKE_STEP]
+delayed_overflow = probe.fraction("activation", "delayed, h=16", "overflow")[SPIKE_STEP]
 print(f"activation overflow on the spike step: delayed (h=16) {100 * delayed_overflow:.3f} %, "
       f"just-in-time {100 * jit_overflow:.3f} %")
 repro.ledger.record("delayed_scaling_overflows_on_spike", delayed_overflow - jit_overflow,

@@ -196,14 +196,6 @@ fig.tight_layout()
 # The numbers, as differences of the mean training loss over the last `LAST` steps:
 
 # %%
-def diverged(history, window=LAST, margin=0.05):
-    """A non-finite loss, or a final loss above the run's best smoothed loss by `margin`."""
-    if not all(math.isfinite(x) for x in history.loss):
-        return True
-    best = min(plotting.smooth(history.loss, window)[window - 1:])
-    return history.last(window) > best + margin
-
-
 ref, paper = histories["fp32"].last(LAST), histories["paper"].last(LAST)
 rows = []
 for v, h in histories.items():
@@ -212,7 +204,7 @@ for v, h in histories.items():
                  f"last-{LAST} loss": h.last(LAST), "Δ vs fp32": h.last(LAST) - ref,
                  "Δ vs paper": h.last(LAST) - paper,
                  "non-finite steps": sum(not math.isfinite(x) for x in h.loss),
-                 "skipped steps": opt.skipped_steps, "diverged": diverged(h)})
+                 "skipped steps": opt.skipped_steps, "diverged": h.diverged(LAST, margin=0.05)})
 print(format_table(rows))
 
 # %% [markdown]
@@ -263,7 +255,8 @@ repro.ledger.record("bf16_master_worse_than_fp16_scaled",
                     histories["bf16_master"].last(LAST) - paper, last_steps=LAST, seed=SEED)
 repro.ledger.record("fp8_master_degrades", histories["e4m3_master"].last(LAST) - paper,
                     last_steps=LAST, seed=SEED)
-repro.ledger.record("fp8_second_moment_fails", int(diverged(histories["e4m3_v"])),
+repro.ledger.record("fp8_second_moment_fails",
+                    int(histories["e4m3_v"].diverged(LAST, margin=0.05)),
                     gap_vs_paper=histories["e4m3_v"].last(LAST) - paper,
                     non_finite=sum(not math.isfinite(x) for x in histories["e4m3_v"].loss),
                     steps=STEPS, lr=LR, seed=SEED)

@@ -64,6 +64,15 @@ class History:
         tail = self.loss[-n:]
         return sum(tail) / len(tail)
 
+    def diverged(self, window: int = 50, margin: float = 0.05) -> bool:
+        """True if a loss was non-finite, or the mean of the last ``window`` losses ended more
+        than ``margin`` above the best ``window``-step moving average of the run."""
+        if not all(math.isfinite(x) for x in self.loss):
+            return True
+        window = min(window, len(self.loss))
+        sums = [sum(self.loss[i - window:i]) / window for i in range(window, len(self.loss) + 1)]
+        return self.last(window) > min(sums) + margin
+
 
 def lr_factor(step: int, cfg: TrainConfig) -> float:
     """Multiplier of the peak lr at ``step``: linear warm-up, then cosine/linear decay to

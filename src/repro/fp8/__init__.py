@@ -32,6 +32,7 @@ _EXPORTS = {
     "fp8_all_reduce": "distributed", "register_fp8_comm_hook": "distributed",
     "simulate_all_reduce": "distributed", "AutoScaler": "distributed",
     "run_gloo_all_reduce": "gloo_demo",
+    "ScalingProbe": "probe",
     "partition_greedy": "zero", "partition_contiguous": "zero",
     "training_state_bytes": "memory",
 }
