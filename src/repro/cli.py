@@ -87,6 +87,20 @@ def _parser(load_train: bool = True) -> argparse.ArgumentParser:
     return p
 
 
+def standalone(prog: str, description: str, add_arguments, run, argv: list[str] | None = None,
+               **parser_kwargs) -> int:
+    """``python -m repro.<module>`` for a ``repro train`` task: the same options, and the same
+    one-line message with exit status 2 on bad input, as ``repro train TASK``."""
+    parser = argparse.ArgumentParser(prog=prog, description=description, **parser_kwargs)
+    add_arguments(parser)
+    args = parser.parse_args(argv)
+    try:
+        return run(args)
+    except ReproError as err:
+        print(f"repro: error: {err}", file=sys.stderr)
+        return 2
+
+
 def _cmd_run(args) -> int:
     from .execute import run_notebook
 

@@ -72,7 +72,6 @@ import json
 import math
 import os
 import random
-import sys
 import time
 from dataclasses import asdict, dataclass
 from itertools import chain
@@ -839,16 +838,10 @@ def main(args: argparse.Namespace) -> int:
 def cli(argv: list[str] | None = None) -> int:
     """``python -m repro.lm.train_gpt``: the options of ``repro train gpt``, the same exit
     status 2 on bad input."""
-    parser = argparse.ArgumentParser(prog="python -m repro.lm.train_gpt",
-                                     description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawTextHelpFormatter)
-    add_arguments(parser)
-    args = parser.parse_args(argv)
-    try:
-        return main(args)
-    except ReproError as err:
-        print(f"repro: error: {err}", file=sys.stderr)
-        return 2
+    from repro.cli import standalone
+
+    return standalone("python -m repro.lm.train_gpt", __doc__.split("\n\n")[0], add_arguments,
+                      main, argv, formatter_class=argparse.RawTextHelpFormatter)
 
 
 if __name__ == "__main__":

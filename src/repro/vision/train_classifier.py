@@ -46,7 +46,6 @@ import argparse
 import itertools
 import json
 import math
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -493,15 +492,10 @@ def _log(output: Path, row: dict[str, float]) -> None:
 def cli(argv: list[str] | None = None) -> int:
     """``python -m repro.vision.train_classifier``: the same options as ``repro train
     efficientvit``, the same exit status 2 on bad input."""
-    parser = argparse.ArgumentParser(prog="python -m repro.vision.train_classifier",
-                                     description=__doc__.split("\n\n")[0].rstrip(":"))
-    add_arguments(parser)
-    args = parser.parse_args(argv)
-    try:
-        return main(args)
-    except ReproError as err:
-        print(f"repro: error: {err}", file=sys.stderr)
-        return 2
+    from repro.cli import standalone
+
+    return standalone("python -m repro.vision.train_classifier",
+                      __doc__.split("\n\n")[0].rstrip(":"), add_arguments, main, argv)
 
 
 if __name__ == "__main__":
