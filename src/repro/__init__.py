@@ -22,7 +22,7 @@ RELEASE_TAG = f"v{__version__}"
 
 _SUBMODULES = {
     "bench", "cache", "cli", "data", "distributed", "fp8", "ledger", "lm", "plotting",
-    "runtime", "scales", "train", "vision", "execute",
+    "runtime", "scales", "train", "vision", "execute", "tables", "progress", "io",
 }
 
 

@@ -19,6 +19,7 @@ import importlib
 import sys
 from pathlib import Path
 
+from .entry import report_error, standalone  # noqa: F401  (re-exported)
 from .errors import ReproError
 
 #: ``repro train <task>``: task name → "module:function" that adds its parser.
@@ -85,20 +86,6 @@ def _parser(load_train: bool = True) -> argparse.ArgumentParser:
             continue  # this chapter's trainer is not part of the installed tree
         getattr(mod, func)(tsub)
     return p
-
-
-def standalone(prog: str, description: str, add_arguments, run, argv: list[str] | None = None,
-               **parser_kwargs) -> int:
-    """``python -m repro.<module>`` for a ``repro train`` task: the same options, and the same
-    one-line message with exit status 2 on bad input, as ``repro train TASK``."""
-    parser = argparse.ArgumentParser(prog=prog, description=description, **parser_kwargs)
-    add_arguments(parser)
-    args = parser.parse_args(argv)
-    try:
-        return run(args)
-    except ReproError as err:
-        print(f"repro: error: {err}", file=sys.stderr)
-        return 2
 
 
 def _cmd_run(args) -> int:
@@ -178,8 +165,7 @@ def main(argv: list[str] | None = None) -> int:
             return int(args.func(args) or 0)
         return handlers[args.command](args)
     except ReproError as err:
-        print(f"repro: error: {err}", file=sys.stderr)
-        return 2
+        return report_error(err)
     except KeyboardInterrupt:
         return 130
 

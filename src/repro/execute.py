@@ -78,11 +78,13 @@ def run_notebook(
     tmp = out.with_name(f".{out.stem}.running.ipynb")
     failed = out.with_name(f"{out.stem}.failed.ipynb")
     env_before = {k: os.environ.get(k) for k in ("REPRO_SCALE", "REPRO_NUM_THREADS",
-                                                  "TQDM_MININTERVAL", "PYTHONHASHSEED")}
+                                                  "TQDM_MININTERVAL", "PYTHONHASHSEED",
+                                                  "REPRO_PROGRESS")}
     os.environ["REPRO_SCALE"] = scale
     if threads is not None:
         os.environ["REPRO_NUM_THREADS"] = str(threads)
     os.environ.setdefault("TQDM_MININTERVAL", "10")  # quiet progress bars in logs
+    os.environ["REPRO_PROGRESS"] = "summary"  # one line per loop in the saved notebook
     os.environ["PYTHONHASHSEED"] = "0"
     import papermill as pm
 

@@ -21,6 +21,7 @@ from typing import Any
 import torch
 
 from .errors import CheckpointError
+from .progress import progress as progress_bar
 
 CHECKPOINT_NAME = "last.safetensors"
 
@@ -109,17 +110,6 @@ def _to(batch: Any, device: torch.device) -> Any:
     return batch
 
 
-def _progress(total: int, initial: int, desc: str, enabled: bool):
-    import warnings
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # "IProgress not found": fall back to text bars
-        from tqdm.auto import tqdm
-    mininterval = float(os.environ.get("TQDM_MININTERVAL", "0.5"))
-    return tqdm(total=total, initial=initial, desc=desc, disable=not enabled,
-                mininterval=mininterval, leave=True)
-
-
 def _is_main() -> bool:
     import torch.distributed as dist
 
@@ -164,7 +154,8 @@ def fit(
         model.train()
         history.evals.append({"step": step, **metrics})
 
-    bar = _progress(config.steps, start_step, config.desc, config.progress and _is_main())
+    bar = progress_bar(total=config.steps, initial=start_step, desc=config.desc, unit="steps",
+                       enabled=config.progress and _is_main())
     t0 = time.perf_counter()
     model.train()
     for step in range(start_step, config.steps):

@@ -838,7 +838,7 @@ def main(args: argparse.Namespace) -> int:
 def cli(argv: list[str] | None = None) -> int:
     """``python -m repro.lm.train_gpt``: the options of ``repro train gpt``, the same exit
     status 2 on bad input."""
-    from repro.cli import standalone
+    from repro.entry import standalone
 
     return standalone("python -m repro.lm.train_gpt", __doc__.split("\n\n")[0], add_arguments,
                       main, argv, formatter_class=argparse.RawTextHelpFormatter)

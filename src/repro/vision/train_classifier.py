@@ -492,7 +492,7 @@ def _log(output: Path, row: dict[str, float]) -> None:
 def cli(argv: list[str] | None = None) -> int:
     """``python -m repro.vision.train_classifier``: the same options as ``repro train
     efficientvit``, the same exit status 2 on bad input."""
-    from repro.cli import standalone
+    from repro.entry import standalone
 
     return standalone("python -m repro.vision.train_classifier",
                       __doc__.split("\n\n")[0].rstrip(":"), add_arguments, main, argv)
