@@ -52,3 +52,15 @@ def test_importing_repro_does_not_import_torch_timm_or_transformers():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_nothing_below_the_command_line_imports_it():
+    """repro.cli is the top layer: library modules (trainers included) never import it."""
+    offenders = []
+    for path in sorted((ROOT / "src" / "repro").rglob("*.py")):
+        if path.name in ("cli.py", "__main__.py"):
+            continue
+        text = path.read_text()
+        if re.search(r"^\s*(from repro\.cli|from \.+cli|import repro\.cli)\b", text, re.M):
+            offenders.append(str(path.relative_to(ROOT)))
+    assert not offenders, f"these modules import repro.cli: {offenders}"

@@ -8,6 +8,13 @@
    paired ``.ipynb``; the ledger's status page and benchmark tables are generated beside them.
 3. Jupyter Book 1 builds HTML with ``execute_notebooks: off`` and ``-W -n --keep-going``:
    the book shows exactly the outputs that were checked.
+
+Staging adds reading aids to the staged copies, never to the outputs: a label over each scale
+cell (**ci — what this page ran**, **local**, **full — the paper's settings**), one table of
+``parameter | ci | local | full | source`` built from :mod:`repro.scales`, a note on the
+parameters papermill injected (visible when a rerun overrode some), the Colab badge as a local
+image (the book loads nothing from the internet), and each chapter's ledger table
+(``_generated/ledger_<paper>.md``) for its chapter page.
 """
 
 from __future__ import annotations
@@ -66,6 +73,97 @@ def benchmark_tables(root: Path) -> dict[str, str]:
     return tables
 
 
+COLAB_BADGE = "https://colab.research.google.com/assets/colab-badge.svg"
+LOCAL_BADGE = "/_static/colab-badge.svg"
+SCALE_LABELS = {
+    "ci": ("ci", "the CI machine: one CPU thread, about a minute"),
+    "local": ("local", "a laptop CPU, minutes"),
+    "full": ("full", "the paper's settings, on GPUs"),
+}
+
+
+def _label_cell(scale: str, ran: str):
+    import nbformat
+
+    name, what = SCALE_LABELS[scale]
+    state = "what this page ran" if scale == ran else "not run on this page"
+    html = (f'<p class="repro-scale-label repro-scale-{scale}"><span>{name}</span> '
+            f"{what} — <b>{state}</b></p>")
+    return nbformat.v4.new_markdown_cell(html, metadata={"tags": ["repro-scale-label"]})
+
+
+def _scales_table_cell(path: Path, ran: str):
+    import html
+
+    import nbformat
+
+    from .scales import SCALES, read_scales
+
+    sc = read_scales(path)
+    head = "".join(f"<th>{s}{' (this page)' if s == ran else ''}</th>" for s in SCALES)
+    rows = []
+    for name in sc.names:
+        cells = "".join(
+            f"<td><code>{html.escape(repr(sc.scales[s][name]))}</code></td>" if s in sc.scales
+            else "<td>—</td>" for s in SCALES)
+        source = sc.comments.get("full", {}).get(name, "")
+        rows.append(f"<tr><td><code>{name}</code></td>{cells}<td>{html.escape(source)}</td>"
+                    "</tr>")
+    table = ('<table class="repro-scales"><thead><tr><th>parameter</th>' + head +
+             "<th>source (full)</th></tr></thead><tbody>" + "".join(rows) + "</tbody></table>")
+    text = ('<details class="repro-scales"><summary><b>Scales</b>: this page ran at '
+            f"<b>{ran}</b>; the three cells below hold the ci, local and full values "
+            f"({len(sc.names)} parameters, side by side here). "
+            "<code>repro run NOTEBOOK --scale local</code> (or <code>full</code>) reruns it at "
+            "another.</summary>\n" + table + "</details>")
+    return nbformat.v4.new_markdown_cell(text, metadata={"tags": ["repro-scales-table"]})
+
+
+def _injected_note(meta: dict):
+    import nbformat
+
+    overrides = meta.get("overrides") or {}
+    scale = meta.get("scale", "ci")
+    if overrides:
+        names = ", ".join(f"`{k}`" for k in overrides)
+        text = (f'<p class="repro-scale-label repro-scale-injected"><span>injected</span> '
+                f"this run overrode {names} (scale {scale}); the cell below shows the values "
+                "it used</p>")
+    else:
+        text = (f'<p class="repro-scale-label repro-scale-injected"><span>injected</span> '
+                f"papermill injected the {scale} values unchanged (folded below)</p>")
+    return nbformat.v4.new_markdown_cell(text, metadata={"tags": ["repro-scale-label"]})
+
+
+def annotate(nb_path: Path, source: Path | None) -> None:
+    """Add the reading aids to a staged executed notebook, in place."""
+    import nbformat
+
+    nb = nbformat.read(nb_path, as_version=4)
+    meta = nb.metadata.get("repro", {})
+    ran = meta.get("scale", "ci")
+    cells = []
+    for cell in nb.cells:
+        tags = cell.metadata.get("tags", [])
+        if cell.cell_type == "markdown" and COLAB_BADGE in cell.source:
+            cell.source = cell.source.replace(COLAB_BADGE, LOCAL_BADGE)
+        if cell.cell_type == "code" and "parameters" in tags:
+            if source is not None and source.exists():
+                cells.append(_scales_table_cell(source, ran))
+            cells.append(_label_cell("ci", ran))
+        elif cell.cell_type == "code" and "injected-parameters" in tags:
+            cells.append(_injected_note(meta))
+            if meta.get("overrides") and "hide-input" in tags:
+                tags.remove("hide-input")  # a rerun's own values stay in view
+        elif cell.cell_type == "code" and "parameters-local" in tags:
+            cells.append(_label_cell("local", ran))
+        elif cell.cell_type == "code" and "parameters-full" in tags:
+            cells.append(_label_cell("full", ran))
+        cells.append(cell)
+    nb.cells = cells
+    nbformat.write(nb, nb_path)
+
+
 def stage(root: Path, executed: Path, staging: Path) -> Path:
     from . import ledger
 
@@ -78,21 +176,39 @@ def stage(root: Path, executed: Path, staging: Path) -> Path:
         dest = staging / "notebooks" / nb.parent.name / nb.name
         dest.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(nb, dest)
+        annotate(dest, root / "notebooks" / nb.parent.name / (nb.stem + ".py"))
     rows = ledger.build(executed, root / "notebooks")
     (staging / "status.md").write_text(ledger.status_markdown(rows))
+    (staging / "_generated").mkdir(exist_ok=True)
+    for paper, chapter_rows in rows.items():
+        folder = Path(chapter_rows[0].chapter.path).parent.name if chapter_rows else paper
+        (staging / "_generated" / f"ledger_{folder}.md").write_text(
+            ledger.chapter_markdown(chapter_rows))
+        page = staging / folder / "index.md"
+        if page.exists() and f"ledger_{folder}.md" not in page.read_text():
+            # every chapter page ends with its own ledger, shown as on the status page
+            with page.open("a") as f:
+                f.write("\n\n## Claims ledger\n\nWhat this chapter's notebooks measured at "
+                        "the scale shown in this book, claim by claim (all chapters: "
+                        "[the claims ledger](../status.md)).\n\n"
+                        f"```{{include}} ../_generated/ledger_{folder}.md\n```\n")
     for name, table in benchmark_tables(root).items():
         (staging / "_generated").mkdir(exist_ok=True)
         (staging / "_generated" / f"{name}.md").write_text(table)
     return staging
 
 
-def build(root: Path | None = None, scale: str = "ci", force: bool = False) -> Path:
+def build(root: Path | None = None, scale: str = "ci", force: bool = False,
+          execute: bool = True) -> Path:
+    """Execute what is stale (unless ``execute=False``: stage the executed notebooks already
+    in ``build/executed``), stage, and build the HTML."""
     root = root or ROOT
     if not (root / "book" / "_toc.yml").exists():
         raise ReproError(f"no book/_toc.yml under {root}: run from the repository root")
     executed = root / "build" / "executed"
     t0 = time.perf_counter()
-    execute_all(root, scale, executed, force)
+    if execute:
+        execute_all(root, scale, executed, force)
     t1 = time.perf_counter()
     staging = stage(root, executed, root / "build" / "book_src")
     html = root / "build" / "html"

@@ -36,7 +36,18 @@ STATUS_GPU = "GPU only"
 STATUS_FAILED = "failed"
 STATUS_MISSING = "not recorded"
 STATUS_NEEDS_LOCAL = "needs local scale"
+STATUS_CONTRADICTED = "contradicted at ci — needs full scale"
+STATUS_FULL_OK = "reproduced at full"
+#: every status, in the order the book lists them, with its colour class (book/_static/repro.css)
+STATUSES = {
+    STATUS_CI: "ok", STATUS_LOCAL: "ok", STATUS_FULL_OK: "ok",
+    STATUS_CONTRADICTED: "contradicted", STATUS_NEEDS_LOCAL: "pending", STATUS_FULL: "pending",
+    STATUS_GPU: "gpu", STATUS_FAILED: "failed", STATUS_MISSING: "failed",
+}
 CLAIM_SCALES = ("ci", "local", "full", "gpu")
+CLAIM_FIELDS = ("id", "claim", "metric", "scale", "notebook", "paper_value", "source", "check",
+                "reason")
+CHAPTER_FIELDS = ("paper", "title", "citation", "claims")
 OPS = {">": lambda a, b: a > b, ">=": lambda a, b: a >= b, "<": lambda a, b: a < b,
        "<=": lambda a, b: a <= b}
 MIME = "application/json"
@@ -114,37 +125,104 @@ class Chapter:
     path: Path | None = None
 
 
+def _did_you_mean(key: str, known: tuple[str, ...]) -> str:
+    import difflib
+
+    close = difflib.get_close_matches(key, known, n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def _is_number(value: Any) -> bool:
+    return (isinstance(value, (int, float)) and not isinstance(value, bool)
+            and math.isfinite(value))
+
+
+def _validate_check(check: Any, where: str) -> None:
+    """Raise a one-line ReproError unless ``check`` is ``{op: OP, value: number}`` or
+    ``{op: between, value: [lo, hi]}``."""
+    if not isinstance(check, dict):
+        raise ReproError(f"{where}, field 'check': expected a mapping like "
+                         f'{{op: ">", value: 1.0}}, got {check!r}')
+    for key in check:
+        if key not in ("op", "value"):
+            raise ReproError(f"{where}, field 'check': unknown key {key!r}"
+                             f"{_did_you_mean(str(key), ('op', 'value'))}; a check has 'op' "
+                             "and 'value'")
+    op = check.get("op")
+    if op not in (*OPS, "between"):
+        raise ReproError(f"{where}, field 'check.op': {op!r} is not one of "
+                         f"{', '.join([*OPS, 'between'])}")
+    if "value" not in check:
+        raise ReproError(f"{where}, field 'check.value': missing (the bound to compare with)")
+    value = check["value"]
+    if op == "between":
+        if not (isinstance(value, (list, tuple)) and len(value) == 2
+                and all(_is_number(v) for v in value)):
+            raise ReproError(f"{where}, field 'check.value': 'between' needs two finite "
+                             f"numbers [low, high], got {value!r}")
+        if value[0] > value[1]:
+            raise ReproError(f"{where}, field 'check.value': low {value[0]} is above high "
+                             f"{value[1]}")
+    elif not _is_number(value):
+        raise ReproError(f"{where}, field 'check.value': {op!r} needs one finite number, "
+                         f"got {value!r}")
+
+
 def load_claims(path: str | Path) -> Chapter:
-    """Read and validate one ``claims.yaml``."""
+    """Read and validate one ``claims.yaml``; any problem is one line naming the file, the
+    claim and the field."""
     import yaml
 
     path = Path(path)
     try:
-        doc = yaml.safe_load(path.read_text())
+        doc = yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as err:
-        raise ReproError(f"{path}: not valid YAML ({err})") from err
-    if not isinstance(doc, dict) or "claims" not in doc:
-        raise ReproError(f"{path}: expected a mapping with 'paper', 'title' and 'claims'")
+        first = str(err).replace("\n", " ")
+        raise ReproError(f"{path}: not valid YAML ({first})") from err
+    except OSError as err:
+        raise ReproError(f"{path}: cannot read the claims file ({err.strerror})") from err
+    if not isinstance(doc, dict):
+        raise ReproError(f"{path}: expected a mapping with 'paper', 'title', 'citation' and "
+                         "'claims'")
+    for key in doc:
+        if key not in CHAPTER_FIELDS:
+            raise ReproError(f"{path}: unknown top-level field {key!r}"
+                             f"{_did_you_mean(str(key), CHAPTER_FIELDS)}")
+    rows = doc.get("claims")
+    if not isinstance(rows, list) or not rows:
+        raise ReproError(f"{path}, field 'claims': expected a non-empty list of claims, got "
+                         f"{rows!r}")
     claims = []
     seen = set()
-    for i, row in enumerate(doc["claims"]):
-        where = f"{path}, claim #{i + 1}"
+    for i, row in enumerate(rows):
+        if not isinstance(row, dict):
+            raise ReproError(f"{path}, claim #{i + 1}: expected a mapping of fields, got {row!r}")
+        cid = row.get("id")
+        where = f"{path}, claim {cid!r}" if isinstance(cid, str) and cid else \
+            f"{path}, claim #{i + 1}"
+        for key in row:
+            if key not in CLAIM_FIELDS:
+                raise ReproError(f"{where}: unknown field {key!r}"
+                                 f"{_did_you_mean(str(key), CLAIM_FIELDS)}")
         for key in ("id", "claim", "metric", "scale"):
-            if key not in row:
-                raise ReproError(f"{where}: missing field {key!r}")
+            if key not in row or row[key] in (None, ""):
+                raise ReproError(f"{where}, field {key!r}: missing")
+        for key in ("id", "claim", "metric", "scale", "notebook", "source", "reason"):
+            if key in row and row[key] is not None and not isinstance(row[key], str):
+                raise ReproError(f"{where}, field {key!r}: expected text, got {row[key]!r}")
         if row["id"] in seen:
-            raise ReproError(f"{where}: duplicate id {row['id']!r}")
+            raise ReproError(f"{where}, field 'id': duplicate id")
         seen.add(row["id"])
         if row["scale"] not in CLAIM_SCALES:
-            raise ReproError(f"{where}: scale must be one of {CLAIM_SCALES}")
+            raise ReproError(f"{where}, field 'scale': {row['scale']!r} is not one of "
+                             f"{', '.join(CLAIM_SCALES)}")
         check = row.get("check")
         if check is not None:
-            if check.get("op") not in (*OPS, "between"):
-                raise ReproError(f"{where}: check.op must be one of {[*OPS, 'between']}")
+            _validate_check(check, where)
         elif row["scale"] in ("ci", "local"):
-            raise ReproError(f"{where}: a {row['scale']} claim needs a check")
+            raise ReproError(f"{where}, field 'check': a {row['scale']} claim needs a check")
         if row["scale"] in ("full", "gpu") and not row.get("reason"):
-            raise ReproError(f"{where}: a {row['scale']} claim needs a 'reason' "
+            raise ReproError(f"{where}, field 'reason': a {row['scale']} claim needs a 'reason' "
                              "(why a CPU run at ci scale cannot show it)")
         claims.append(Claim(**{k: row.get(k) for k in Claim.__dataclass_fields__
                                if k in row}))
@@ -152,9 +230,25 @@ def load_claims(path: str | Path) -> Chapter:
                    doc.get("citation", ""), claims, path)
 
 
+def is_finite_value(value: Any) -> bool:
+    """False for NaN and ±inf, also as the strings ``record`` stores them as ("nan", "inf")."""
+    if isinstance(value, str):
+        return value.strip().lower() not in ("nan", "inf", "-inf", "+inf", "infinity",
+                                             "-infinity")
+    if isinstance(value, float):
+        return math.isfinite(value)
+    if isinstance(value, (list, tuple)):
+        return all(is_finite_value(v) for v in value)
+    return True
+
+
 def passes(check: dict[str, Any] | None, value: Any) -> bool | None:
     """Evaluate ``check`` on ``value``; None when there is nothing to check."""
-    if check is None or value is None or isinstance(value, str):
+    if check is None or value is None:
+        return None
+    if not is_finite_value(value):
+        return False
+    if isinstance(value, str) or isinstance(value, (list, tuple, dict)):
         return None
     if check["op"] == "between":
         lo, hi = check["value"]
@@ -213,7 +307,17 @@ class Row:
 
 
 def evaluate(chapter: Chapter, measurements: list[Measurement]) -> list[Row]:
-    """Status of every claim of ``chapter`` given the measurements of its notebooks."""
+    """Status of every claim of ``chapter`` given the measurements of its notebooks.
+
+    * A non-finite measurement (NaN, ±inf) fails, whatever the claim's scale.
+    * ``ci`` / ``local`` claims: reproduced when the check holds, failed when not; a ci run
+      may fall short of a ``local`` claim ("needs local scale").
+    * ``full`` / ``gpu`` claims: a CPU run cannot settle them, so they stay "needs full scale"
+      or "GPU only" — unless the notebook measured a value at a smaller scale and it goes
+      *against* the paper's direction (the claim's check fails): then the status is
+      "contradicted at ci — needs full scale", shown with the value and counted separately. A
+      value measured at full scale is judged like any other ("reproduced at full" / failed).
+    """
     by_id: dict[str, Measurement] = {}
     for m in measurements:
         by_id[m.claim] = m  # a later run wins
@@ -221,12 +325,17 @@ def evaluate(chapter: Chapter, measurements: list[Measurement]) -> list[Row]:
     for claim in chapter.claims:
         m = by_id.get(claim.id)
         ok = passes(claim.check, m.value) if m else None
-        if claim.scale == "gpu":
-            status = STATUS_GPU
-        elif claim.scale == "full":
-            status = STATUS_FULL
+        if m is not None and not is_finite_value(m.value):
+            status, ok = STATUS_FAILED, False
+        elif claim.scale in ("full", "gpu"):
+            if m is not None and m.scale == "full" and ok is not None:
+                status = STATUS_FULL_OK if ok else STATUS_FAILED
+            elif m is not None and ok is False:
+                status = STATUS_CONTRADICTED
+            else:
+                status = STATUS_GPU if claim.scale == "gpu" else STATUS_FULL
         elif m is None:
-            status = STATUS_MISSING
+            status = STATUS_NEEDS_LOCAL if claim.scale == "local" else STATUS_MISSING
         elif ok:
             status = STATUS_CI if m.scale == "ci" else STATUS_LOCAL
         elif claim.scale == "local" and m.scale == "ci":
@@ -262,50 +371,134 @@ def _md(text: Any) -> str:
     return str(text).replace("|", "\\|").replace("\n", " ")
 
 
+def _html(text: Any) -> str:
+    """Escape ``text`` for HTML, keeping `code` spans as <code>."""
+    import html
+    import re
+
+    escaped = html.escape(" ".join(str(text).split()), quote=False)
+    return re.sub(r"`([^`]+)`", r"<code>\1</code>", escaped)
+
+
+def status_class(status: str) -> str:
+    """The CSS colour class of a status (the same colours on every page)."""
+    return f"repro-status repro-status-{STATUSES.get(status, 'pending')}"
+
+
+def summary_counts(rows: list[Row]) -> dict[str, int]:
+    """``{status: count}`` in the book's status order, statuses with no rows left out."""
+    counts = dict.fromkeys(STATUSES, 0)
+    for r in rows:
+        counts[r.status] = counts.get(r.status, 0) + 1
+    return {k: v for k, v in counts.items() if v}
+
+
+def summary_html(rows: list[Row]) -> str:
+    """One line of coloured count badges for a chapter."""
+    parts = [f'<span class="{status_class(s)}">{n} {_html(s)}</span>'
+             for s, n in summary_counts(rows).items()]
+    return f'<p class="repro-ledger-summary">{len(rows)} claims: ' + " ".join(parts) + "</p>"
+
+
+def _measured_text(r: Row) -> str:
+    if r.measurement is None:
+        return "—"
+    text = _fmt(r.measurement.value)
+    if r.measurement.scale != "ci":
+        text += f" ({r.measurement.scale})"
+    return text
+
+
+def table_html(rows: list[Row]) -> str:
+    """The claim rows as one HTML table that wraps instead of scrolling sideways: the claim in
+    the first column, its metric, source and reason folded under it."""
+    out = ['<table class="repro-ledger">',
+           '<colgroup><col class="c-claim"><col class="c-paper"><col class="c-measured">'
+           '<col class="c-check"><col class="c-status"></colgroup>',
+           "<thead><tr><th>claim</th><th>paper</th><th>measured</th><th>check</th>"
+           "<th>status</th></tr></thead>", "<tbody>"]
+    for r in rows:
+        c = r.claim
+        details = [f"<b>metric</b>: {_html(c.metric)}"]
+        if c.source:
+            details.append(f"<b>source</b>: {_html(c.source)}")
+        if c.notebook:
+            details.append(f"<b>notebook</b>: <code>{_html(c.notebook)}</code>")
+        details.append(f"<b>scale</b>: {c.scale}")
+        if c.reason:
+            details.append(f"<b>why not at ci</b>: {_html(c.reason)}")
+        if r.measurement is not None and r.measurement.context:
+            ctx = ", ".join(f"{k}={_fmt(v)}" for k, v in r.measurement.context.items())
+            details.append(f"<b>context</b>: {_html(ctx)}")
+        out.append(
+            f'<tr><td><code class="repro-claim-id">{_html(c.id)}</code> {_html(c.claim)}'
+            f'<details><summary>metric, source, scale</summary>{"<br>".join(details)}'
+            f"</details></td><td>{_html(_fmt(c.paper_value))}</td>"
+            f"<td>{_html(_measured_text(r))}</td><td>{_html(_check_text(c.check))}</td>"
+            f'<td><span class="{status_class(r.status)}">{_html(r.status)}</span></td></tr>')
+    out += ["</tbody>", "</table>"]
+    return "\n".join(out)
+
+
+STATUS_LEGEND = [
+    (STATUS_CI, "the check held in the CI run"),
+    (STATUS_LOCAL, "the check held at the `local` scale"),
+    (STATUS_FULL_OK, "the check held in a full-scale run"),
+    (STATUS_CONTRADICTED, "the paper's claim is about its full scale, and our small run measured "
+                          "the opposite direction (the value is shown; it does not fail CI)"),
+    (STATUS_NEEDS_LOCAL, "the ci run falls short; the `local` scale is where it should hold"),
+    (STATUS_FULL, "a CPU run this small cannot show it; the reason is given"),
+    (STATUS_GPU, "a speed or memory claim about GPUs"),
+    (STATUS_FAILED, "the check did not hold, or the value was not finite"),
+    (STATUS_MISSING, "a ci claim whose notebook recorded no value"),
+]
+
+
+def _anchor(paper: str) -> str:
+    """The HTML id of a chapter's section on the status page (docutils turns ``_`` into ``-``)."""
+    import re
+
+    return "ledger-" + re.sub(r"[^a-z0-9]+", "-", paper.lower()).strip("-")
+
+
 def status_markdown(rows_by_chapter: dict[str, list[Row]]) -> str:
-    """The book's status page: one table per chapter."""
+    """The book's status page: an overview line per chapter, then every claim."""
     lines = [
         "# Claims ledger",
         "",
         "Every chapter lists the paper's headline claims, what our notebooks measured at the",
         "scale they ran in CI, and whether the check held. This page is generated by",
         "`repro ledger` from the executed notebooks shown in this book; nothing on it is typed",
-        "by hand. Paper values are references, with their source.",
+        "by hand. Paper values are references, with their source (open a row's details).",
         "",
-        "Statuses: **reproduced at ci** (the check held in the CI run),",
-        "**reproduced at local** (held at the `local` scale), **needs full scale** (a CPU run",
-        "this small cannot show it; the reason is given), **GPU only** (a speed or memory claim",
-        "about GPUs), **failed** (the check did not hold).",
+        '<dl class="repro-legend">',
+        *(f'<dt><span class="{status_class(s)}">{_html(s)}</span></dt><dd>{_html(t)}</dd>'
+          for s, t in STATUS_LEGEND),
+        "</dl>",
         "",
+        "## Overview",
+        "",
+        '<table class="repro-ledger-overview"><thead><tr><th>chapter</th><th>claims</th>'
+        "</tr></thead><tbody>",
     ]
+    for paper, rows in rows_by_chapter.items():
+        title = rows[0].chapter.title if rows else paper
+        lines.append(f'<tr><td><a href="#{_anchor(paper)}">{_html(title)}</a></td>'
+                     f"<td>{summary_html(rows)}</td></tr>")
+    lines += ["</tbody></table>", ""]
     for paper, rows in rows_by_chapter.items():
         chapter = rows[0].chapter if rows else None
         title = chapter.title if chapter else paper
-        lines += [f"## {title}", ""]
+        lines += [f"({_anchor(paper)})=", f"## {title}", ""]
         if chapter and chapter.citation:
-            lines += [chapter.citation, ""]
-        counts = summary_counts(rows)
-        lines += [", ".join(f"{n} {s}" for s, n in counts.items()), ""]
-        lines += ["| claim | metric | paper (source) | measured | check | scale | status |",
-                  "|---|---|---|---|---|---|---|"]
-        for r in rows:
-            measured = _fmt(r.measurement.value) if r.measurement else "—"
-            if r.measurement and r.measurement.scale != "ci":
-                measured += f" ({r.measurement.scale})"
-            note = f" — {r.claim.reason}" if r.claim.reason else ""
-            lines.append(
-                f"| **{_md(r.claim.id)}**: {_md(r.claim.claim)}{_md(note)} | {_md(r.claim.metric)}"
-                f" | {_md(_fmt(r.claim.paper_value))} ({_md(r.claim.source)}) | {_md(measured)}"
-                f" | {_md(_check_text(r.claim.check))} | {r.claim.scale} | {r.status} |")
-        lines.append("")
+            lines += [" ".join(chapter.citation.split()), ""]
+        lines += [summary_html(rows), "", table_html(rows), ""]
     return "\n".join(lines)
 
 
-def summary_counts(rows: list[Row]) -> dict[str, int]:
-    counts: dict[str, int] = {}
-    for r in rows:
-        counts[r.status] = counts.get(r.status, 0) + 1
-    return counts
+def chapter_markdown(rows: list[Row]) -> str:
+    """One chapter's ledger, as its chapter page includes it."""
+    return "\n".join([summary_html(rows), "", table_html(rows), ""])
 
 
 def build(executed_root: str | Path = "build/executed",
@@ -317,32 +510,62 @@ def build(executed_root: str | Path = "build/executed",
 
 
 def failures(rows_by_chapter: dict[str, list[Row]]) -> list[Row]:
-    """Rows whose ci/local check failed or whose ci value was never recorded."""
+    """Rows that fail CI: a failed check (any scale, NaN included) or a ci value never
+    recorded. "Contradicted at ci" rows are reported but do not fail."""
     return [r for rows in rows_by_chapter.values() for r in rows
             if r.status == STATUS_FAILED or (r.claim.scale == "ci" and r.measurement is None)]
 
 
-def show(paper: str | None = None, claims_file: str | Path = "claims.yaml") -> None:
-    """Display this notebook's recorded claims next to the paper's values (the Claims cell)."""
+def find_chapter(claim_ids: list[str], claims_file: str | Path = "claims.yaml") -> Chapter | None:
+    """The chapter whose claims these are: ``claims_file`` when it exists (a checkout, or
+    ``repro run``), else the claims files shipped inside the package (a notebook run alone,
+    on Colab or in an empty folder)."""
+    if Path(claims_file).exists():
+        return load_claims(claims_file)
+    from .resources import claims_files
+
+    wanted = set(claim_ids)
+    for path in claims_files().values():
+        chapter = load_claims(path)
+        if wanted and wanted <= {c.id for c in chapter.claims}:
+            return chapter
+    return None
+
+
+def show(paper: str | None = None, claims_file: str | Path = "claims.yaml"):
+    """Display this notebook's recorded claims next to the paper's values (the Claims cell),
+    as a results table; returns the DataFrame."""
     entries = recorded()
-    chapter = load_claims(claims_file) if Path(claims_file).exists() else None
-    rows = ["| claim | paper (source) | measured | check | scale | holds |",
-            "|---|---|---|---|---|---|"]
+    if paper is not None and not Path(claims_file).exists():
+        from .resources import claims_files
+
+        files = claims_files()
+        if paper in files:
+            claims_file = files[paper]
+    chapter = find_chapter([e["claim"] for e in entries], claims_file)
     by_id = {c.id: c for c in chapter.claims} if chapter else {}
+    rows = []
     for e in entries:
         c = by_id.get(e["claim"])
         ok = passes(c.check, e["value"]) if c else None
-        holds = {True: "yes", False: "**no**", None: "—"}[ok]
-        paper = f"{_fmt(c.paper_value)} ({_md(c.source)})" if c else "—"
-        rows.append(f"| {e['claim']} | {paper} | {_fmt(e['value'])} | "
-                    f"{_check_text(c.check) if c else '—'} | {c.scale if c else '—'} | {holds} |")
-    text = "\n".join(rows)
-    try:
-        from IPython.display import Markdown, display
+        if c is not None and c.scale in ("full", "gpu"):
+            holds = {True: "consistent (needs full scale)", False: "contradicted at ci",
+                     None: "needs full scale"}[ok]
+        else:
+            holds = {True: "yes", False: "NO", None: "—"}[ok]
+        rows.append({"claim": e["claim"],
+                     "paper": _fmt(c.paper_value) if c else "—",
+                     "source": c.source if c else "—",
+                     "measured": _fmt(e["value"]),
+                     "check": _check_text(c.check) if c else "—",
+                     "scale": c.scale if c else "—",
+                     "holds": holds})
+    from .tables import show as show_table
 
-        display(Markdown(text))
-    except ImportError:
-        print(text)
+    title = chapter.title if chapter else "this notebook"
+    return show_table(rows, caption=f"Claims recorded by this notebook ({title})",
+                      columns=["claim", "paper", "source", "measured", "check", "scale",
+                               "holds"] if rows else None)
 
 
 README_BEGIN = "<!-- ledger:begin -->"
@@ -350,19 +573,24 @@ README_END = "<!-- ledger:end -->"
 
 
 def readme_block(rows_by_chapter: dict[str, list[Row]]) -> str:
-    lines = ["| chapter | claims | reproduced at ci | needs full scale / GPU only | failed |",
-             "|---|---|---|---|---|"]
+    lines = ["| chapter | claims | reproduced at ci | contradicted at ci | needs full scale / "
+             "GPU only | failed |",
+             "|---|---|---|---|---|---|"]
     for rows in rows_by_chapter.values():
         c = summary_counts(rows)
         title = rows[0].chapter.title if rows else "?"
-        lines.append(f"| {title} | {len(rows)} | {c.get(STATUS_CI, 0)} | "
-                     f"{c.get(STATUS_FULL, 0) + c.get(STATUS_GPU, 0)} | "
-                     f"{c.get(STATUS_FAILED, 0) + c.get(STATUS_MISSING, 0)} |")
+        held = c.get(STATUS_CI, 0) + c.get(STATUS_LOCAL, 0) + c.get(STATUS_FULL_OK, 0)
+        pending = c.get(STATUS_FULL, 0) + c.get(STATUS_GPU, 0) + c.get(STATUS_NEEDS_LOCAL, 0)
+        failed = c.get(STATUS_FAILED, 0) + c.get(STATUS_MISSING, 0)
+        lines.append(f"| {title} | {len(rows)} | {held} | {c.get(STATUS_CONTRADICTED, 0)} | "
+                     f"{pending} | {failed} |")
     return "\n".join(lines)
 
 
 def update_readme(readme: str | Path, rows_by_chapter: dict[str, list[Row]]) -> bool:
     """Rewrite the ledger block between the markers in README.md; True if it changed."""
+    from .io import atomic_write_text
+
     path = Path(readme)
     text = path.read_text()
     if README_BEGIN not in text or README_END not in text:
@@ -371,8 +599,6 @@ def update_readme(readme: str | Path, rows_by_chapter: dict[str, list[Row]]) -> 
     _, tail = rest.split(README_END, 1)
     new = f"{head}{README_BEGIN}\n{readme_block(rows_by_chapter)}\n{README_END}{tail}"
     if new != text:
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(new)
-        tmp.replace(path)
+        atomic_write_text(path, new)
         return True
     return False
