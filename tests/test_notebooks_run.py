@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from repro import ledger
+from repro.errors import NotebookFailed
 from repro.execute import default_output, run_notebook
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -22,7 +23,10 @@ NOTEBOOKS = sorted((ROOT / "notebooks").glob("*/[0-9]*.py"))
                          ids=[f"{p.parent.name}/{p.stem}" for p in NOTEBOOKS])
 def test_notebook_runs_at_ci_scale_and_its_ci_claims_hold(path):
     out = default_output(path.relative_to(ROOT), ROOT / "build" / "executed")
-    result = run_notebook(path, "ci", output=out, threads=1, timeout=600)
+    try:
+        result = run_notebook(path, "ci", output=out, threads=1, timeout=600)
+    except NotebookFailed as err:  # the one-line error, then the cell's traceback for the log
+        pytest.fail(f"{err}\n{err.traceback}", pytrace=False)
     chapter = ledger.load_claims(path.parent / "claims.yaml")
     measured = ledger.read_executed(result.output)
     rows = [r for r in ledger.evaluate(chapter, measured) if r.claim.notebook == path.stem]

@@ -114,8 +114,12 @@ def _cmd_ledger(args) -> int:
 
     rows = ledger.build(args.executed, args.notebooks)
     if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(ledger.status_markdown(rows))
+        from .io import atomic_write_text
+
+        try:
+            atomic_write_text(args.out, ledger.status_markdown(rows))
+        except (IsADirectoryError, NotADirectoryError) as err:
+            raise ReproError(f"--out: {err}") from None
         print(f"wrote {args.out}")
     if args.readme:
         changed = ledger.update_readme(args.readme, rows)

@@ -25,3 +25,23 @@ class ChecksumError(ReproError):
 
 class CheckpointError(ReproError):
     """A checkpoint is missing, truncated or does not fit the model."""
+
+
+class NotebookFailed(ReproError):
+    """A notebook run by ``repro run`` raised in a cell (or timed out, or its kernel died).
+
+    Nothing is left at the output path; the partial run, with the full traceback, is at
+    :attr:`failed_path` (None when the kernel never wrote one). :attr:`traceback` holds the
+    cell's traceback as plain text, for a test log (the CLI shows only the one-line message).
+    """
+
+    def __init__(self, message: str, *, notebook: str = "", failed_path: str | None = None,
+                 cell: int | None = None, ename: str = "", evalue: str = "",
+                 traceback: str = "") -> None:
+        super().__init__(message)
+        self.notebook = notebook
+        self.failed_path = failed_path
+        self.cell = cell
+        self.ename = ename
+        self.evalue = evalue
+        self.traceback = traceback

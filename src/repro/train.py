@@ -5,15 +5,21 @@ that ends with exactly the numbers of an uninterrupted run.
 Determinism across a resume rests on two rules: the batch at a step is a pure function of the
 step (``batch_fn(step)``, see :func:`repro.data.batch_indices`), and the checkpoint holds
 everything else that changes (model, optimizer state, torch's RNG state, the history).
+
+Checkpoints (format ``repro-ckpt-2``) are written atomically (:func:`repro.io.atomic_save`)
+and carry a content hash in their safetensors metadata (``sha256``, see
+:func:`content_sha256`): a file whose tensor bytes or metadata changed after it was written,
+or that lacks a metadata key, is refused with a :class:`~repro.errors.CheckpointError` naming
+it. Under ``torch.distributed`` only rank 0 writes; the other ranks wait at a barrier.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
-import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,9 +27,12 @@ from typing import Any
 import torch
 
 from .errors import CheckpointError
+from .io import atomic_save
 from .progress import progress as progress_bar
 
 CHECKPOINT_NAME = "last.safetensors"
+CHECKPOINT_FORMAT = "repro-ckpt-2"
+_CHECKPOINT_KEYS = ("format", "step", "optimizer", "history", "aliases", "sha256")
 
 
 @dataclass
@@ -116,6 +125,17 @@ def _is_main() -> bool:
     return not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0
 
 
+def _save_on_main(path: Path, model: torch.nn.Module, optimizer, step: int,
+                  history: History) -> None:
+    """Rank 0 writes the checkpoint; under torch.distributed every rank then waits for it."""
+    import torch.distributed as dist
+
+    if _is_main():
+        save_checkpoint(path, model, optimizer, step, history)
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+
+
 def fit(
     model: torch.nn.Module,
     loss_fn: Callable[[torch.nn.Module, Any], Any],
@@ -132,7 +152,7 @@ def fit(
     ``batch_fn(step)`` returns the batch of that step; ``eval_fn(model)`` returns metrics,
     called every ``eval_every`` steps and at the end (in eval mode, without gradients).
     With ``checkpoint_dir`` set, a checkpoint is written every ``checkpoint_every`` steps and
-    at the end, and an existing one is resumed from.
+    at the end (by rank 0 only under torch.distributed), and an existing one is resumed from.
     """
     device = torch.device(device) if device is not None else next(model.parameters()).device
     model.to(device)
@@ -185,14 +205,15 @@ def fit(
         done = step + 1
         if config.eval_every and done % config.eval_every == 0 and done < config.steps:
             evaluate(done)
-        if ckpt is not None and config.checkpoint_every and done % config.checkpoint_every == 0:
-            save_checkpoint(ckpt, model, optimizer, done, history)
+        if (ckpt is not None and config.checkpoint_every and done % config.checkpoint_every == 0
+                and done < config.steps):  # the last step's checkpoint is written below
+            _save_on_main(ckpt, model, optimizer, done, history)
     bar.close()
     history.seconds += time.perf_counter() - t0
     if not history.evals or history.evals[-1]["step"] != config.steps:
         evaluate(config.steps)
     if ckpt is not None and start_step < config.steps:
-        save_checkpoint(ckpt, model, optimizer, config.steps, history)
+        _save_on_main(ckpt, model, optimizer, config.steps, history)
     return history
 
 
@@ -236,13 +257,32 @@ def _unflatten_optimizer(tensors: dict[str, torch.Tensor], skeleton: dict) -> di
     return {"state": state, "param_groups": skeleton["param_groups"]}
 
 
+def content_sha256(tensors: Mapping[str, torch.Tensor], metadata: Mapping[str, str]) -> str:
+    """sha256 over ``metadata`` (as sorted JSON, any ``sha256`` key left out) and then every
+    tensor in sorted key order: its name, dtype and shape, then its bytes. Each part is
+    length-prefixed, so no two different contents hash alike by concatenation."""
+    h = hashlib.sha256()
+
+    def part(data: bytes | memoryview) -> None:
+        h.update(len(data).to_bytes(8, "little"))
+        h.update(data)
+
+    meta = {k: v for k, v in metadata.items() if k != "sha256"}
+    part(json.dumps(meta, sort_keys=True).encode())
+    for key in sorted(tensors):
+        t = tensors[key].detach().cpu().contiguous()
+        part(json.dumps([key, str(t.dtype), list(t.shape)]).encode())
+        part(memoryview(t.reshape(-1).view(torch.uint8).numpy()))
+    return h.hexdigest()
+
+
 def save_checkpoint(path: str | Path, model: torch.nn.Module, optimizer, step: int,
                     history: History | None = None) -> Path:
-    """Write model + optimizer + RNG + history to one safetensors file, atomically."""
+    """Write model + optimizer + RNG + history to one safetensors file, atomically, with a
+    content hash in its metadata. Call it from one process (``fit`` does so on rank 0)."""
     from safetensors.torch import save_file
 
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     tensors: dict[str, torch.Tensor] = {}
     aliases: dict[str, str] = {}  # tied weights (e.g. lm_head = embedding) are stored once
     seen: dict[tuple, str] = {}
@@ -258,17 +298,15 @@ def save_checkpoint(path: str | Path, model: torch.nn.Module, optimizer, step: i
     tensors.update(opt_tensors)
     tensors["rng.torch"] = torch.get_rng_state()
     meta = {"step": str(step), "optimizer": json.dumps(skeleton),
-            "history": json.dumps(asdict(history or History())), "format": "repro-ckpt-1",
+            "history": json.dumps(asdict(history or History())), "format": CHECKPOINT_FORMAT,
             "aliases": json.dumps(aliases)}
-    tmp = path.with_name(f".{path.name}.tmp")
-    save_file(tensors, str(tmp), metadata=meta)
-    os.replace(tmp, path)
-    return path
+    meta["sha256"] = content_sha256(tensors, meta)
+    return atomic_save(path, lambda tmp: save_file(tensors, tmp, metadata=meta))
 
 
-def load_checkpoint(path: str | Path, model: torch.nn.Module,
-                    optimizer=None) -> tuple[int, History]:
-    """Restore model (and optimizer, RNG) from :func:`save_checkpoint`; return (step, history)."""
+def read_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """Tensors and metadata of a repro checkpoint, refused with a CheckpointError unless its
+    format tag, metadata keys and content hash hold (for readers that need no model)."""
     from safetensors import safe_open
 
     path = Path(path)
@@ -282,17 +320,55 @@ def load_checkpoint(path: str | Path, model: torch.nn.Module,
         raise CheckpointError(
             f"checkpoint {path} is corrupt or truncated ({err}). Delete it to start over, or "
             "point checkpoint_dir at an intact copy.") from err
-    if meta.get("format") != "repro-ckpt-1":
-        raise CheckpointError(f"{path} is not a repro training checkpoint (no format tag)")
-    for alias, source in json.loads(meta.get("aliases", "{}")).items():
-        tensors[alias] = tensors[source]
+    fmt = meta.get("format")
+    if fmt != CHECKPOINT_FORMAT:
+        what = ("an older repro format without a content hash" if fmt == "repro-ckpt-1"
+                else "not a repro training checkpoint")
+        raise CheckpointError(f"{path} is {what} (format tag {fmt!r}, expected "
+                              f"{CHECKPOINT_FORMAT!r}). Delete it to start over.")
+    missing = [k for k in _CHECKPOINT_KEYS if k not in meta]
+    if "rng.torch" not in tensors:
+        missing.append("rng.torch (tensor)")
+    if missing:
+        raise CheckpointError(f"checkpoint {path} lacks {', '.join(missing)}: it was altered "
+                              "or not written by repro.train.save_checkpoint. Delete it to "
+                              "start over.")
+    got = content_sha256(tensors, meta)
+    if got != meta["sha256"]:
+        raise CheckpointError(
+            f"checkpoint {path} fails its content check (sha256 {got[:16]}…, recorded "
+            f"{meta['sha256'][:16]}…): its tensors or metadata changed after it was written. "
+            "Delete it to start over, or point checkpoint_dir at an intact copy.")
+    return tensors, meta
+
+
+def load_checkpoint(path: str | Path, model: torch.nn.Module,
+                    optimizer=None) -> tuple[int, History]:
+    """Restore model (and optimizer, RNG) from :func:`save_checkpoint`; return (step, history).
+
+    The content hash is checked before anything is restored."""
+    path = Path(path)
+    tensors, meta = read_checkpoint(path)
+    try:
+        aliases = json.loads(meta["aliases"])
+        skeleton = json.loads(meta["optimizer"])
+        hist = History(**json.loads(meta["history"]))
+        step = int(meta["step"])
+        for alias, source in aliases.items():
+            tensors[alias] = tensors[source]
+    except (ValueError, TypeError, KeyError) as err:
+        raise CheckpointError(f"checkpoint {path} has malformed metadata ({err!r}). Delete it "
+                              "to start over.") from err
     model_sd = {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}
     try:
         model.load_state_dict(model_sd)
     except RuntimeError as err:
         raise CheckpointError(f"checkpoint {path} does not fit this model: {err}") from err
     if optimizer is not None:
-        optimizer.load_state_dict(_unflatten_optimizer(tensors, json.loads(meta["optimizer"])))
+        try:
+            optimizer.load_state_dict(_unflatten_optimizer(tensors, skeleton))
+        except (ValueError, KeyError, TypeError) as err:
+            raise CheckpointError(f"checkpoint {path} does not fit this optimizer: "
+                                  f"{err}") from err
     torch.set_rng_state(tensors["rng.torch"])
-    hist = History(**json.loads(meta["history"]))
-    return int(meta["step"]), hist
+    return step, hist

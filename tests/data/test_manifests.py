@@ -214,3 +214,150 @@ def test_a_clean_archive_is_unpacked_into_its_own_folder(tmp_path):
                                      unpack="zip"))
     out = fetch(m, tmp_path / "data")
     assert out == tmp_path / "data" / "toy" and (out / "train/a/0.txt").read_bytes() == b"zero"
+
+
+# ----------------------------------------------------------------------------- hardening
+def _pinned_archive(tmp_path: Path, kind: str, archive: bytes, **fields):
+    """An archive already downloaded into tmp_path/data, with a manifest that pins it."""
+    data = tmp_path / "data"
+    data.mkdir(exist_ok=True)
+    (data / f"toy.{kind}").write_bytes(archive)
+    fields.setdefault("size", len(archive))
+    m = load_manifest(write_manifest(tmp_path, url=f"http://127.0.0.1:9/toy.{kind}",
+                                     filename=f"toy.{kind}", sha256=sha256(archive),
+                                     unpack=kind, **fields))
+    return m, data
+
+
+def test_an_uppercase_sha256_in_the_manifest_passes_every_fetch(server, tmp_path):
+    _, url = server
+    m = load_manifest(write_manifest(tmp_path, url=f"{url}/toy.bin", filename="toy.bin",
+                                     sha256=sha256(PAYLOAD).upper()))
+    assert m.sha256 == sha256(PAYLOAD)  # normalised when the manifest is read
+    first = fetch(m, tmp_path / "data")  # downloads
+    assert fetch(m, tmp_path / "data") == first  # verifies the file on disk: still fine
+    assert first.read_bytes() == PAYLOAD
+
+
+def test_a_sha256_that_is_not_64_hex_digits_is_refused(tmp_path):
+    with pytest.raises(ReproError, match="sha256 must be 64 hex digits, got 'abc'"):
+        load_manifest(write_manifest(tmp_path, url="http://127.0.0.1:9/t", filename="t",
+                                     sha256="abc"))
+
+
+@pytest.mark.parametrize("field,value", [
+    ("name", "../escape"), ("name", "a/b"), ("name", ".."), ("name", "a\\b"),
+    ("filename", "../../toy.bin"), ("filename", "/etc/passwd"), ("filename", "sub/toy.bin"),
+    ("filename", ".."), ("filename", "."),
+])
+def test_name_and_filename_must_be_plain_file_names(tmp_path, field, value):
+    fields = {"url": "http://127.0.0.1:9/toy.bin", "filename": "toy.bin",
+              "sha256": sha256(PAYLOAD), field: value}
+    if field == "name":
+        fields["name"] = value
+        path = tmp_path / "toy.yaml"
+        doc = {"kind": "checkpoint", "description": "d", "license": "MIT",
+               "citation": "c", "manual": "m", **fields}
+        path.write_text(yaml.safe_dump(doc))
+    else:
+        path = write_manifest(tmp_path, **fields)
+    with pytest.raises(ReproError) as err:
+        load_manifest(path)
+    assert str(err.value) == (f"{path}: {field} must be a plain file name (no '/', '\\', '..'"
+                              f" or '.'), got {value!r}")
+
+
+def _tar_gz(members: dict[str, bytes]) -> bytes:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as tf:
+        for name, data in members.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tf.addfile(info, io.BytesIO(data))
+    return buf.getvalue()
+
+
+def _zip(members: dict[str, bytes]) -> bytes:
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+        for name, data in members.items():
+            zf.writestr(name, data)
+    return buf.getvalue()
+
+
+def _leftovers(data: Path) -> list[str]:
+    return sorted(p.name for p in data.iterdir())
+
+
+@pytest.mark.parametrize("kind,archive", [
+    ("tar", b"this is not a tar file at all" * 40),
+    ("tar", _tar_gz({"a.txt": b"x" * 5000})[:60]),  # truncated gzip stream
+    ("zip", b"PK\x03\x04 but nothing after it"),
+    ("zip", _zip({"a.txt": bytes(range(256)) * 40})[:-30]),  # central directory cut short
+], ids=["tar-garbage", "tar-gz-truncated", "zip-garbage", "zip-truncated"])
+def test_a_corrupt_archive_is_a_clear_error_naming_the_file_and_the_manifest(
+        tmp_path, kind, archive):
+    m, data = _pinned_archive(tmp_path, kind, archive)
+    with pytest.raises(ReproError) as err:
+        fetch(m, data)
+    message = str(err.value)
+    assert message.startswith(f"{data / f'toy.{kind}'} is not a readable {kind} archive (")
+    assert f"manifest {m.path}" in message and "Delete the file and fetch it again" in message
+    assert type(err.value) is ReproError  # not a raw tarfile.ReadError / BadZipFile
+    assert "\n" not in message  # one line, even for tarfile's multi-line ReadError
+    assert _leftovers(data) == [f"toy.{kind}"]  # no unpacked folder, no temporary
+
+
+@pytest.mark.parametrize("kind", ["tar", "zip"])
+def test_a_compression_bomb_stops_at_the_size_cap_and_leaves_nothing(tmp_path, kind):
+    from repro.data.manifest import UNPACK_SIZE_FACTOR, UNPACK_SIZE_FLOOR
+
+    members = {"small.txt": b"fine", "bomb.bin": bytes(4 << 20)}  # 4 MiB of zeros
+    archive = _tar_gz(members) if kind == "tar" else _zip(members)
+    assert (4 << 20) / len(archive) > 900  # a ~1000x bomb ...
+    assert 4 << 20 > max(UNPACK_SIZE_FACTOR * len(archive), UNPACK_SIZE_FLOOR)  # over the cap
+    m, data = _pinned_archive(tmp_path, kind, archive)
+    limit = max(UNPACK_SIZE_FACTOR * len(archive), UNPACK_SIZE_FLOOR)
+    with pytest.raises(ReproError) as err:
+        fetch(m, data)
+    assert str(err.value).startswith(
+        f"refusing to unpack {data / f'toy.{kind}'}: its contents exceed {limit} bytes (the "
+        f"cap: {UNPACK_SIZE_FACTOR}x the size {len(archive)} bytes in {m.path}, at least "
+        f"{UNPACK_SIZE_FLOOR}); a damaged archive or a compression bomb. Nothing was unpacked.")
+    assert "compression bomb" in str(err.value)
+    assert _leftovers(data) == [f"toy.{kind}"]
+
+
+def test_the_same_archive_unpacks_when_the_manifest_states_its_real_size(tmp_path):
+    archive = _tar_gz({"big.bin": bytes(4 << 20)})
+    m, data = _pinned_archive(tmp_path, "tar", archive, size=64 << 10)  # 64 KiB x 100 > 4 MiB
+    assert (fetch(m, data) / "big.bin").stat().st_size == 4 << 20
+
+
+def test_unpacked_folders_and_files_get_ordinary_permissions(tmp_path):
+    import os
+    import stat
+
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tf:
+        for name, mode, data in (("sub", 0o700, None), ("sub/a.txt", 0o600, b"a"),
+                                 ("sub/run.sh", 0o700, b"#!/bin/sh\n")):
+            info = tarfile.TarInfo(name)
+            info.mode = mode
+            if data is None:
+                info.type = tarfile.DIRTYPE
+                tf.addfile(info)
+            else:
+                info.size = len(data)
+                tf.addfile(info, io.BytesIO(data))
+    m, data = _pinned_archive(tmp_path, "tar", buf.getvalue())
+    out = fetch(m, data)
+    umask = os.umask(0)
+    os.umask(umask)
+
+    def mode(p):
+        return stat.S_IMODE(p.stat().st_mode)
+
+    assert mode(out) == mode(out / "sub") == 0o777 & ~umask  # not mkdtemp's 0o700
+    assert mode(out / "sub" / "a.txt") == 0o666 & ~umask
+    assert mode(out / "sub" / "run.sh") == 0o777 & ~umask  # an executable stays executable

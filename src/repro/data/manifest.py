@@ -20,16 +20,32 @@ One YAML file per item in ``data/manifests/``::
 :func:`fetch` downloads through pooch (hash checked, written to a temporary name and moved
 into place only when complete), unpacks archives with path-traversal protection, and when the
 machine is offline fails with a message naming the manifest and how to get the file by hand.
+
+Checks made when a manifest is loaded: ``sha256`` is 64 hex digits (compared in lower case,
+however the manifest spells it); ``name`` and ``filename`` are plain file names (no ``/``, no
+``\\``, not ``.`` or ``..``), so nothing is ever written outside the data folder.
+
+Unpacking (``unpack: tar | zip``) goes to a temporary sibling folder renamed at the end, and
+refuses: members that would land outside the folder or links (tarfile's ``data`` filter,
+checked zip names); an archive that cannot be read (one clear error naming the file and the
+manifest); and contents larger than :data:`UNPACK_SIZE_FACTOR` times the manifest's ``size``
+(the archive's size on disk when ``size`` is not given), with a floor of
+:data:`UNPACK_SIZE_FLOOR`, so a compression bomb stops there. Unpacked folders and files get
+ordinary permissions (``0o777`` / ``0o666`` less the umask, executables keep their x bits).
 """
 
 from __future__ import annotations
 
 import hashlib
+import lzma
 import os
+import re
 import shutil
+import stat
 import tarfile
 import tempfile
 import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -37,6 +53,11 @@ from typing import Any
 from ..errors import ChecksumError, DataUnavailableError, ReproError
 
 REQUIRED = ("name", "kind", "description", "license", "citation", "manual")
+#: unpacked contents may be at most this many times the manifest's ``size`` ...
+UNPACK_SIZE_FACTOR = 100
+#: ... and never less than this (bytes), so that a tiny archive of small files unpacks
+UNPACK_SIZE_FLOOR = 1 << 20
+_SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
 @dataclass
@@ -64,14 +85,11 @@ class Manifest:
 
 def manifests_dir() -> Path:
     """``$REPRO_MANIFESTS``, else ``data/manifests`` of the repository this package sits in,
-    else ``./data/manifests``."""
-    env = os.environ.get("REPRO_MANIFESTS")
-    if env:
-        return Path(env)
-    repo = Path(__file__).resolve().parents[3] / "data" / "manifests"
-    if repo.is_dir():
-        return repo
-    return Path.cwd() / "data" / "manifests"
+    else the manifests packaged with an installed ``repro``, else ``./data/manifests``
+    (see :mod:`repro.resources`)."""
+    from ..resources import manifests_dir as _find
+
+    return _find()
 
 
 def data_root() -> Path:
@@ -105,8 +123,35 @@ def load_manifest(name_or_path: str | Path, directory: Path | None = None) -> Ma
         raise ReproError(f"{path}: give sha256, or a hash_note saying why it is not pinned yet")
     if doc.get("unpack", "none") not in ("none", "tar", "zip"):
         raise ReproError(f"{path}: unpack must be none, tar or zip")
+    for key in ("name", "filename"):
+        if doc.get(key) is not None:
+            _check_plain_name(path, key, doc[key])
+    if doc.get("sha256") is not None:
+        doc["sha256"] = _normal_sha256(path, doc["sha256"])
+    size = doc.get("size")
+    if size is not None and (isinstance(size, bool) or not isinstance(size, int) or size < 0):
+        raise ReproError(f"{path}: size must be a whole number of bytes, got {size!r}")
     fields = {k: v for k, v in doc.items() if k in Manifest.__dataclass_fields__}
     return Manifest(**fields, path=path)
+
+
+def _check_plain_name(path: Path, key: str, value: Any) -> None:
+    """``name`` and ``filename`` become path parts under the data folder: one plain name."""
+    bad = (not isinstance(value, str) or value.strip() in ("", ".", "..")
+           or any(sep in value for sep in ("/", "\\", os.sep, os.altsep or "/", "\0")))
+    if bad:
+        raise ReproError(f"{path}: {key} must be a plain file name (no '/', '\\', '..' or '.'),"
+                         f" got {value!r}")
+
+
+def _normal_sha256(path: Path, value: Any) -> str:
+    if not isinstance(value, str):
+        raise ReproError(f"{path}: sha256 must be a quoted string of 64 hex digits, got "
+                         f"{value!r}")
+    digest = value.strip().lower()
+    if not _SHA256.fullmatch(digest):
+        raise ReproError(f"{path}: sha256 must be 64 hex digits, got {value!r}")
+    return digest
 
 
 def list_manifests(directory: Path | None = None) -> list[Manifest]:
@@ -157,7 +202,7 @@ def fetch(name: str | Manifest, dest: str | Path | None = None, *,
 def _verified(m: Manifest, target: Path) -> Path:
     if m.sha256:
         got = sha256_of(target)
-        if got != m.sha256:
+        if got != m.sha256.lower():
             raise ChecksumError(
                 f"{target} does not match the sha256 in {m.path} (expected {m.sha256}, got "
                 f"{got}). The file is corrupt or from another release: delete it and fetch "
@@ -170,7 +215,7 @@ def _download(m: Manifest, folder: Path, progressbar: bool) -> Path:
     import requests
 
     folder.mkdir(parents=True, exist_ok=True)
-    known = f"sha256:{m.sha256}" if m.sha256 else None
+    known = f"sha256:{m.sha256.lower()}" if m.sha256 else None
     try:
         path = pooch.retrieve(m.url, known_hash=known, fname=m.filename, path=folder,
                               progressbar=progressbar)
@@ -199,23 +244,102 @@ def _safe_members_zip(zf: zipfile.ZipFile, root: Path) -> None:
             raise ReproError(f"refusing to unpack {name!r}: it would land outside {root}")
 
 
+class _TooBig(Exception):
+    pass
+
+
+def unpack_limit(m: Manifest, archive: Path) -> int:
+    """The most bytes an archive may unpack to (see the module docstring)."""
+    basis = m.size if m.size else archive.stat().st_size
+    return max(UNPACK_SIZE_FACTOR * basis, UNPACK_SIZE_FLOOR)
+
+
+def _extract_tar(archive: Path, tmp: Path, limit: int) -> None:
+    with tarfile.open(archive) as tf:
+        total = 0
+        for member in tf:  # headers declare each member's size: refuse before writing
+            total += member.size if member.isfile() else 0
+            if total > limit:
+                raise _TooBig
+        tf.extractall(tmp, filter="data")  # blocks absolute paths, .., links out
+
+
+def _extract_zip(archive: Path, tmp: Path, limit: int) -> None:
+    with zipfile.ZipFile(archive) as zf:
+        _safe_members_zip(zf, tmp)
+        infos = zf.infolist()
+        if sum(i.file_size for i in infos) > limit:  # declared sizes first ...
+            raise _TooBig
+        total = 0
+        for info in infos:  # ... then the bytes really written, which a header cannot fake
+            target = tmp / info.filename
+            if info.is_dir():
+                target.mkdir(parents=True, exist_ok=True)
+                continue
+            target.parent.mkdir(parents=True, exist_ok=True)
+            with zf.open(info) as src, open(target, "wb") as dst:
+                while block := src.read(1 << 20):
+                    total += len(block)
+                    if total > limit:
+                        raise _TooBig
+                    dst.write(block)
+
+
+def _ordinary_permissions(root: Path) -> None:
+    umask = os.umask(0)
+    os.umask(umask)
+    for folder, _dirs, files in os.walk(root):  # links are not followed, nor changed
+        os.chmod(folder, 0o777 & ~umask)
+        for name in files:
+            path = Path(folder) / name
+            if path.is_symlink():
+                continue
+            executable = path.lstat().st_mode & stat.S_IXUSR
+            os.chmod(path, (0o777 if executable else 0o666) & ~umask)
+
+
 def _unpack(m: Manifest, archive: Path, out: Path) -> Path:
     """Unpack into ``out`` atomically (a temporary sibling folder renamed at the end)."""
     if out.exists():
         return out
+    limit = unpack_limit(m, archive)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
         if m.unpack == "tar":
-            with tarfile.open(archive) as tf:
-                tf.extractall(tmp, filter="data")  # blocks absolute paths, .., links out
+            _extract_tar(archive, tmp, limit)
         else:
-            with zipfile.ZipFile(archive) as zf:
-                _safe_members_zip(zf, tmp)
-                zf.extractall(tmp)
+            _extract_zip(archive, tmp, limit)
+        _ordinary_permissions(tmp)
         os.replace(tmp, out)
     except tarfile.FilterError as err:
         raise ReproError(f"refusing to unpack {archive}: {err}") from err
+    except _TooBig:
+        basis = m.size or archive.stat().st_size
+        raise ReproError(
+            f"refusing to unpack {archive}: its contents exceed {limit} bytes (the cap: "
+            f"{UNPACK_SIZE_FACTOR}x the size {basis} bytes in {m.path}, at least "
+            f"{UNPACK_SIZE_FLOOR}); a damaged archive or a compression bomb. Nothing was "
+            "unpacked. If the archive is genuine, correct `size` in the manifest.") from None
+    except (tarfile.TarError, zipfile.BadZipFile, zlib.error, lzma.LZMAError, EOFError,
+            NotImplementedError, OSError) as err:
+        if isinstance(err, OSError) and not _is_format_error(err):
+            raise
+        detail = " ".join(str(err).split())
+        detail = detail if len(detail) <= 160 else detail[:159] + "…"
+        raise ReproError(
+            f"{archive} is not a readable {m.unpack} archive ({type(err).__name__}: "
+            f"{detail}); manifest {m.path}. Nothing was unpacked. Delete the file and fetch it "
+            "again; if it matches the manifest's sha256, the manifest points at a broken "
+            "release.") from err
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
     return out
+
+
+def _is_format_error(err: OSError) -> bool:
+    """gzip and bz2 report a damaged stream as a bare OSError (gzip.BadGzipFile, "Invalid data
+    stream"); a full disk or a permission problem is a different, real OSError."""
+    import gzip
+
+    return isinstance(err, gzip.BadGzipFile) or (err.errno is None and not err.filename)

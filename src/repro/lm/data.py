@@ -50,12 +50,19 @@ class CharTokenizer:
         return "".join(self.chars[i] for i in ids)
 
     def save(self, path: str | Path) -> None:
-        Path(path).write_text(json.dumps({"type": "char", "chars": self.chars}), "utf-8")
+        """Write the vocabulary as JSON, atomically (complete or not at all)."""
+        from repro.io import atomic_write_text
+
+        atomic_write_text(path, json.dumps({"type": "char", "chars": self.chars}))
 
     @classmethod
     def load(cls, path: str | Path) -> CharTokenizer:
-        data = json.loads(Path(path).read_text("utf-8"))
-        if data.get("type") != "char" or not isinstance(data.get("chars"), list):
+        try:
+            data = json.loads(Path(path).read_text("utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as err:
+            raise ValueError(f"{path} is not a CharTokenizer file ({err})") from None
+        if (not isinstance(data, dict) or data.get("type") != "char"
+                or not isinstance(data.get("chars"), list)):
             raise ValueError(f"{path} is not a CharTokenizer file")
         return cls(data["chars"])
 
