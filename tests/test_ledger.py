@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import textwrap
+from pathlib import Path
 
 import nbformat
 import pytest
@@ -240,3 +241,19 @@ def test_show_finds_the_packaged_claims_outside_a_checkout(tmp_path, monkeypatch
     row = df.iloc[0]
     assert row["claim"] == "bigger_wins" and row["check"] == "> 0"
     assert row["scale"] == "full" and row["holds"] == "contradicted at ci"
+
+
+def test_chapter_claims_prefers_the_local_file_then_the_packaged_copy(tmp_path, monkeypatch):
+    from repro import resources
+
+    packaged = tmp_path / "pkg" / "tiny.yaml"
+    packaged.parent.mkdir()
+    packaged.write_text(CONTRADICTABLE)
+    monkeypatch.setattr(resources, "claims_files", lambda: {"tiny": packaged})
+    monkeypatch.chdir(tmp_path)
+    assert ledger.chapter_claims("tiny").path == packaged
+    (tmp_path / "claims.yaml").write_text(CONTRADICTABLE)
+    assert ledger.chapter_claims("tiny").path == Path("claims.yaml")
+    with pytest.raises(ReproError, match="no claims file for chapter 'nope'"):
+        monkeypatch.chdir(packaged.parent)
+        ledger.chapter_claims("nope")

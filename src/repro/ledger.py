@@ -532,6 +532,21 @@ def find_chapter(claim_ids: list[str], claims_file: str | Path = "claims.yaml") 
     return None
 
 
+def chapter_claims(paper: str, claims_file: str | Path = "claims.yaml") -> Chapter:
+    """A chapter's claims (for a notebook that reads the paper's values from them):
+    ``claims_file`` when it exists (a checkout, or ``repro run``), else the copy shipped inside
+    the package, so the notebook also runs alone in an empty folder."""
+    if Path(claims_file).exists():
+        return load_claims(claims_file)
+    from .resources import claims_files
+
+    files = claims_files()
+    if paper not in files:
+        raise ReproError(f"no claims file for chapter {paper!r} in {claims_file} or in the "
+                         f"installed package (chapters: {', '.join(sorted(files)) or 'none'})")
+    return load_claims(files[paper])
+
+
 def show(paper: str | None = None, claims_file: str | Path = "claims.yaml"):
     """Display this notebook's recorded claims next to the paper's values (the Claims cell),
     as a results table; returns the DataFrame."""
