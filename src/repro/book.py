@@ -27,6 +27,7 @@ import time
 from pathlib import Path
 
 from .errors import ReproError
+from .io import atomic_write_text
 
 ROOT = Path.cwd()
 
@@ -161,7 +162,7 @@ def annotate(nb_path: Path, source: Path | None) -> None:
             cells.append(_label_cell("full", ran))
         cells.append(cell)
     nb.cells = cells
-    nbformat.write(nb, nb_path)
+    atomic_write_text(nb_path, nbformat.writes(nb))
 
 
 def stage(root: Path, executed: Path, staging: Path) -> Path:
@@ -178,23 +179,23 @@ def stage(root: Path, executed: Path, staging: Path) -> Path:
         shutil.copy2(nb, dest)
         annotate(dest, root / "notebooks" / nb.parent.name / (nb.stem + ".py"))
     rows = ledger.build(executed, root / "notebooks")
-    (staging / "status.md").write_text(ledger.status_markdown(rows))
+    atomic_write_text(staging / "status.md", ledger.status_markdown(rows))
     (staging / "_generated").mkdir(exist_ok=True)
     for paper, chapter_rows in rows.items():
         folder = Path(chapter_rows[0].chapter.path).parent.name if chapter_rows else paper
-        (staging / "_generated" / f"ledger_{folder}.md").write_text(
-            ledger.chapter_markdown(chapter_rows))
+        atomic_write_text(staging / "_generated" / f"ledger_{folder}.md",
+                          ledger.chapter_markdown(chapter_rows))
         page = staging / folder / "index.md"
         if page.exists() and f"ledger_{folder}.md" not in page.read_text():
             # every chapter page ends with its own ledger, shown as on the status page
-            with page.open("a") as f:
-                f.write("\n\n## Claims ledger\n\nWhat this chapter's notebooks measured at "
-                        "the scale shown in this book, claim by claim (all chapters: "
-                        "[the claims ledger](../status.md)).\n\n"
-                        f"```{{include}} ../_generated/ledger_{folder}.md\n```\n")
+            atomic_write_text(page, page.read_text() + (
+                "\n\n## Claims ledger\n\nWhat this chapter's notebooks measured at the scale "
+                "shown in this book, claim by claim (all chapters: [the claims ledger]"
+                "(../status.md)).\n\n"
+                f"```{{include}} ../_generated/ledger_{folder}.md\n```\n"))
     for name, table in benchmark_tables(root).items():
         (staging / "_generated").mkdir(exist_ok=True)
-        (staging / "_generated" / f"{name}.md").write_text(table)
+        atomic_write_text(staging / "_generated" / f"{name}.md", table)
     return staging
 
 
