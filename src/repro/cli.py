@@ -4,7 +4,7 @@
     repro scales NOTEBOOK
     repro ledger [--executed DIR] [--out FILE] [--readme README.md] [--check]
     repro data list | repro data fetch NAME [--dest DIR]
-    repro book [--scale ci] [--force]
+    repro book [--scale ci] [--force | --no-execute]
     repro train TASK [...]            (full-scale entry points; run under torchrun)
 
 Errors in the input (unknown scale or parameter, wrong type, missing notebook, bad manifest,
@@ -70,6 +70,8 @@ def _parser(load_train: bool = True) -> argparse.ArgumentParser:
     bk = sub.add_parser("book", help="execute notebooks (reusing current runs) and build HTML")
     bk.add_argument("--scale", default="ci")
     bk.add_argument("--force", action="store_true", help="re-execute every notebook")
+    bk.add_argument("--no-execute", action="store_true",
+                    help="build from the executed notebooks already in build/executed")
 
     train = sub.add_parser("train", help="full-scale training entry points (torchrun)")
     tsub = train.add_subparsers(dest="task", required=True, metavar="TASK")
@@ -154,7 +156,10 @@ def _cmd_data(args) -> int:
 def _cmd_book(args) -> int:
     from .book import build
 
-    build(Path.cwd(), args.scale, args.force)
+    if args.force and args.no_execute:
+        raise ReproError("--force re-executes every notebook and --no-execute executes none: "
+                         "give one of them")
+    build(Path.cwd(), args.scale, args.force, execute=not args.no_execute)
     return 0
 
 
