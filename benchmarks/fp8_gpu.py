@@ -20,6 +20,15 @@ b) One transformer block (transformers ``LlamaDecoderLayer`` at GPT-7B width: d 
 c) The peer: torchao's float8 training (``torchao.float8.convert_to_float8_training``,
    tensorwise scaling) on the same block, eager and under ``torch.compile``, with a compiled bf16
    baseline; a row saying it was skipped when ``import torchao`` fails.
+d) One linear layer, forward + backward (M×K×N from 4096 to 16384; the issue's goal: ours
+   ≥ 1.2× bf16 at 8192³, torchao reports 1.39× at 4096×8192×16384), every row with bf16
+   weights and a bf16 input: bf16 ``nn.Linear``; ours, reference (host scales, statistics on);
+   ours, fast path (device scales, no host sync, statistics off; eager and ``torch.compile``);
+   torchao tensorwise (eager and compiled). TFLOP/s = 6·M·K·N / time; peak memory per row.
+e) The fast path in training: the block of b) with our fast O2 (``convert(...,
+   store_master=True, fast=True, stats=False)`` + ``FP8AdamW(fast=True)``) beside a bf16-weight
+   baseline, and one training step of the chapter's tiny Llama (``repro.lm.train_gpt`` "tiny")
+   in bf16 and in our fast O2.
 
     PYTHONPATH=src python benchmarks/fp8_gpu.py            # about 2-4 minutes on an H100
     PYTHONPATH=src python benchmarks/fp8_gpu.py --quick    # smaller shapes, about 30 s
@@ -51,6 +60,7 @@ COLUMNS = ("part", "case", "impl", "shape", "ms", "tflops", "vs_bf16", "peak_mem
            "rel_err", "note", "error")
 OURS_NOTE = "reference FP8 linears: amax/scale on the host at every cast; not fused kernels"
 OURS_O2_NOTE = OURS_NOTE + "; FP8AdamW: a Python loop decoding/re-encoding each state"
+FAST_NOTE = "fast path: device scales, cached FP8 weight, no host sync, statistics off"
 MIN_CAPABILITY = (8, 9)
 DEVICE = "cuda"  # a CPU dry run of the code paths sets this to "cpu" (tests only)
 
@@ -60,11 +70,16 @@ FULL = dict(gemms=[("square 4096", 4096, 4096, 4096), ("square 8192", 8192, 8192
                    ("7B QKV", 8192, D_7B, 3 * D_7B), ("7B attn out", 8192, D_7B, D_7B),
                    ("7B MLP up", 8192, D_7B, MLP_7B), ("7B MLP down", 8192, MLP_7B, D_7B)],
             block=dict(d_model=D_7B, heads=HEADS_7B, mlp=MLP_7B, seq=2048, batch=2),
-            warmup=5, repeat=20, block_warmup=3, block_repeat=10, compile=True)
+            warmup=5, repeat=20, block_warmup=3, block_repeat=10, compile=True,
+            linears=[(4096, 4096, 4096), (8192, 8192, 8192), (4096, 8192, 16384),
+                     (16384, 16384, 16384)],
+            llama=dict(model="tiny", batch=64, seq=64))
 QUICK = dict(gemms=[("square 2048", 2048, 2048, 2048), ("square 4096", 4096, 4096, 4096),
                     ("7B QKV", 2048, D_7B, 3 * D_7B), ("7B MLP down", 2048, MLP_7B, D_7B)],
              block=dict(d_model=2048, heads=16, mlp=5504, seq=1024, batch=1),
-             warmup=3, repeat=10, block_warmup=2, block_repeat=5, compile=False)
+             warmup=3, repeat=10, block_warmup=2, block_repeat=5, compile=False,
+             linears=[(4096, 4096, 4096), (8192, 8192, 8192)],
+             llama=dict(model="tiny", batch=32, seq=64))
 
 
 def log(msg: str) -> None:
@@ -421,6 +436,154 @@ def _add_speedups(rows: list[dict]) -> None:
             r["vs_bf16"] = ref / r["ms"]
 
 
+# ----------------------------------------------------------------------------- d) one linear
+def linear_rows(cfg: dict, compile_rows: bool) -> list[dict]:
+    """Forward + backward of one bias-free linear layer, bf16 weights and input, per shape."""
+    import torch
+
+    rows: list[dict] = []
+
+    def bf16(k, n):
+        return torch.nn.Linear(k, n, bias=False, device=DEVICE, dtype=torch.bfloat16)
+
+    def ours(k, n, fast, stats):
+        from repro.fp8.linear import FP8Linear
+
+        return FP8Linear(k, n, bias=False, fast=fast, stats=stats, device=DEVICE,
+                         dtype=torch.bfloat16)
+
+    def torchao(k, n):
+        from repro.fp8.torchao_backend import convert_torchao
+
+        return convert_torchao(torch.nn.Sequential(bf16(k, n)))
+
+    impls = [("bf16 nn.Linear", bf16, False, "bf16 weights (baseline)"),
+             ("ours reference (stats on)", lambda k, n: ours(k, n, False, True), False,
+              OURS_NOTE),
+             ("ours fast (stats off)", lambda k, n: ours(k, n, True, False), False, FAST_NOTE),
+             ("torchao float8 tensorwise", torchao, False, "bf16 weights")]
+    if compile_rows:
+        impls += [("bf16 nn.Linear (torch.compile)", bf16, True, "baseline of compiled rows"),
+                  ("ours fast (torch.compile)", lambda k, n: ours(k, n, True, False), True,
+                   FAST_NOTE),
+                  ("torchao float8 tensorwise (torch.compile)", torchao, True, "bf16 weights")]
+    for m, k, n in cfg["linears"]:
+        shape = f"{m}x{k}x{n}"
+        for impl, build, compiled, note in impls:
+            log(f"linear {shape}: {impl}")
+
+            def run(build=build, compiled=compiled, m=m, k=k, n=n):
+                free_memory()
+                layer = build(k, n)
+                fn = torch.compile(layer) if compiled else layer
+                x = torch.randn(m, k, device=DEVICE, dtype=torch.bfloat16, requires_grad=True)
+                grad = torch.randn(m, n, device=DEVICE, dtype=torch.bfloat16)
+
+                def step():
+                    fn(x).backward(grad)
+                    layer.zero_grad(set_to_none=True)
+                    for mod in layer.modules():  # a stored FP8 gradient, if any
+                        if hasattr(mod, "weight_grad"):
+                            mod.weight_grad = None
+                    x.grad = None
+
+                for _ in range(cfg["warmup"]):
+                    step()
+                torch.cuda.synchronize()
+                torch.cuda.reset_peak_memory_stats()
+                ms = cuda_time_ms(step, 0, cfg["repeat"])
+                peak = torch.cuda.max_memory_allocated() / 2**30
+                return dict(ms=ms, tflops=6 * m * k * n / ms / 1e9, peak_mem_gib=peak)
+
+            rows.append(measured(make_row("d", "linear fwd+bwd", impl, shape, note=note), run))
+    base = {(r["shape"], "torch.compile" in r["impl"]): r["ms"] for r in rows
+            if r["impl"].startswith("bf16 nn.Linear") and r["ms"]}
+    for r in rows:
+        ref = base.get((r["shape"], "torch.compile" in r["impl"]))
+        if r["ms"] and ref:
+            r["vs_bf16"] = ref / r["ms"]
+    return rows
+
+
+# ----------------------------------------------------------------------------- e) fast path
+def fast_training_rows(cfg: dict) -> list[dict]:
+    """The block of b) with bf16 weights and with our fast O2, and a tiny-Llama step."""
+    import torch
+
+    spec = cfg["block"]
+    shape = (f"d{spec['d_model']} h{spec['heads']} mlp{spec['mlp']} "
+             f"seq{spec['seq']}x{spec['batch']}")
+    rows: list[dict] = []
+
+    def bf16_weights():
+        layer, x, pos, cs = make_block(spec, dtype=torch.bfloat16)
+        return layer, torch.optim.AdamW(layer.parameters(), lr=1e-4), x, pos, cs, False
+
+    def fast_o2():
+        from repro.fp8 import FP8AdamW, convert
+        from repro.fp8.optim import param_groups
+
+        layer, x, pos, cs = make_block(spec, dtype=torch.bfloat16)
+        convert(layer, "O2", store_master=True, fast=True, stats=False)
+        opt = FP8AdamW.from_level(param_groups(layer, 0.1, fp8=True), "O2", lr=1e-4,
+                                  betas=(0.9, 0.95), fast=True)
+        return layer, opt, x, pos, cs, False
+
+    for impl, build, note in [("bf16 weights + AdamW (eager)", bf16_weights, "baseline"),
+                              ("ours fast O2 (stored FP16 master, FP8AdamW fast)", fast_o2,
+                               FAST_NOTE)]:
+        log(f"block: {impl}")
+        rows.append(measured(make_row("e", "LlamaDecoderLayer train step", impl, shape,
+                                      note=note), lambda build=build: measure_block(build, cfg)))
+
+    def llama_step(precision: str) -> dict:
+        from repro.fp8 import FP8AdamW, convert
+        from repro.fp8.optim import param_groups
+        from repro.lm.model import lm_loss
+        from repro.lm.train_gpt import MODELS, build_model
+
+        spec_l = cfg["llama"]
+        free_memory()
+        model = build_model(MODELS[spec_l["model"]], 256, seq_len=spec_l["seq"], seed=0,
+                            device=DEVICE)
+        if precision == "bf16":
+            model.to(torch.bfloat16)
+            opt = torch.optim.AdamW(param_groups(model, 0.1), lr=1e-3)
+        else:
+            model.to(torch.bfloat16)
+            convert(model, "O2", skip=["lm_head"], store_master=True, fast=True, stats=False)
+            opt = FP8AdamW.from_level(param_groups(model, 0.1, fp8=True), "O2", lr=1e-3,
+                                      fast=True)
+        gen = torch.Generator(device="cpu").manual_seed(0)
+        x = torch.randint(0, 256, (spec_l["batch"], spec_l["seq"]), generator=gen).to(DEVICE)
+
+        def step():
+            opt.zero_grad(set_to_none=True)
+            lm_loss(model, (x, x)).backward()
+            opt.step()
+
+        for _ in range(cfg["block_warmup"]):
+            step()
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        ms = cuda_time_ms(step, 0, cfg["block_repeat"])
+        return dict(ms=ms, peak_mem_gib=torch.cuda.max_memory_allocated() / 2**30)
+
+    llama_shape = f"{cfg['llama']['model']} batch{cfg['llama']['batch']}x{cfg['llama']['seq']}"
+    for impl, precision, note in [("bf16 weights + AdamW", "bf16", "baseline"),
+                                  ("ours fast O2", "fp8", FAST_NOTE)]:
+        log(f"tiny Llama: {impl}")
+        rows.append(measured(make_row("e", "tiny Llama train step", impl, llama_shape,
+                                      note=note), lambda p=precision: llama_step(p)))
+    for case in {r["case"] for r in rows}:
+        base = next((r["ms"] for r in rows if r["case"] == case and r["note"] == "baseline"),
+                    None)
+        for r in rows:
+            if r["case"] == case and r["ms"] and base:
+                r["vs_bf16"] = base / r["ms"]
+    return rows
+
+
 # ----------------------------------------------------------------------------- main
 def meta_info(quick: bool) -> dict:
     import torch
@@ -463,6 +626,8 @@ def main(argv: list[str] | None = None) -> int:
     rows = gemm_rows(cfg)
     log(f"GEMMs done in {time.perf_counter() - t0:.0f} s")
     rows += block_rows(cfg, compile_rows=cfg["compile"] and not args.no_compile)
+    rows += linear_rows(cfg, compile_rows=cfg["compile"] and not args.no_compile)
+    rows += fast_training_rows(cfg)
     meta["seconds"] = round(time.perf_counter() - t0, 1)
     command = recorded_command(sys.argv[1:] if argv is None else argv)
     path = write_results(args.out, command, meta, rows)

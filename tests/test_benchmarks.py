@@ -142,3 +142,8 @@ def test_every_measurement_runs_end_to_end_on_cpu_with_tiny_shapes(fp8_gpu, monk
     assert block[0]["vs_bf16"] == 1.0
     peer = [r for r in rows if r["part"] == "c"]
     assert len(peer) >= 1 and len({tuple(r) for r in rows}) == 1
+    # the single-linear rows (bf16, ours reference / fast, torchao) and the training step
+    cfg.update(linears=[(32, 64, 48)], llama=dict(model="tiny", batch=2, seq=16))
+    extra = fp8_gpu.linear_rows(cfg, compile_rows=False) + fp8_gpu.fast_training_rows(cfg)
+    assert not [(r["impl"], r["error"]) for r in extra if r["error"]]
+    assert {r["part"] for r in extra} == {"d", "e"} and all(r["ms"] > 0 for r in extra)

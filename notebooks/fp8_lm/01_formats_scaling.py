@@ -78,8 +78,7 @@ HISTORIES = [1, 16, 1024]  # MS-AMP code: history 16; TE DelayedScaling default:
 import torch
 
 import repro
-from repro import plotting
-from repro.bench import format_table
+from repro import plotting, tables
 from repro.fp8.formats import E4M3, E5M2, QuantStats, dequantize, quantize
 from repro.fp8.probe import ScalingProbe
 from repro.fp8.scaling import power_of_two_scale
@@ -104,7 +103,9 @@ for name, fmt in FORMATS.items():
     rows.append({"format": name, "max": fmt.max, "min normal": fmt.min_normal,
                  "min subnormal": fmt.min_subnormal, "binades": round(fmt.binades, 1),
                  "positive values": int((values > 0).sum()), "has inf": fmt.has_inf})
-print(format_table(rows))
+_ = tables.show(rows, formats={"max": "{:,.0f}", "min normal": "{:.3g}",
+                               "min subnormal": "{:.3g}", "binades": "{:.1f}"},
+                caption="The two FP8 formats, decoded from every bit pattern")
 
 # %% [markdown]
 # The paper's appendix table says the same: E4M3 reaches 448, E5M2 57,344 (and ±inf, which
@@ -262,16 +263,18 @@ for role, fmt in ROLE_FORMAT.items():
         rows.append({"tensor": role, "format": fmt.upper(), "largest |x|": amax, "cast": label,
                      "underflow %": 100 * stats.underflow_rate,
                      "overflow %": 100 * stats.overflow_rate})
-print(format_table(rows))
+_ = tables.show(rows, formats={"largest |x|": "{:.3g}", "underflow %": "{:.3f}",
+                               "overflow %": "{:.3f}"},
+                caption="Last step's tensors of all linear layers, cast with and without a scale")
 
 # %% [markdown]
-# The activations are of order 1, yet even they lose a few per cent of their entries (the ones
-# closest to zero) to underflow at scale 1, because E4M3 has few binades below 1. The
-# gradients are hopeless without a scale: the loss is a mean over the batch's tokens, so
-# they are of order $10^{-3}$ and smaller, and most of them fall below even E5M2's smallest
+# The activations are of order 1, yet even they lose some of their entries (the ones closest
+# to zero) to underflow at scale 1, because E4M3 has few binades below 1. The gradients are
+# far worse off without a scale (see their "largest |x|"): the loss is a mean over the
+# batch's tokens, so they are small, and many of them fall below even E5M2's smallest
 # subnormal. A power-of-two scale (multiply by $2^k$, which is exact) moves each tensor's amax
 # to just under the format's maximum, and the binades below it then hold almost everything:
-# the flushed fraction drops by two orders of magnitude or more.
+# compare the underflow column of the two casts.
 #
 # ## Just-in-time vs delayed scaling, step by step
 #
@@ -299,8 +302,8 @@ fig.tight_layout()
 
 # %% [markdown]
 # **Takeaway:** just-in-time scaling never overflows, spike or not. Delayed scaling has to
-# guess the amax from the past, and on the spike step every delayed policy clips half or more
-# of the activation entries. The gradients show the other side of the trade: their amax
+# guess the amax from the past, and on the spike step every delayed policy clips a large share
+# of the activation entries (the table below gives the numbers). The gradients show the other side of the trade: their amax
 # shrinks as training settles, so a history of 16 or 1024 steps still holds the larger amaxes
 # of the first steps. That absorbs most of their spike, but the scale is too small all along,
 # hence more underflow than just-in-time (bottom right). The history length decides the rest:
@@ -333,7 +336,9 @@ for policy in POLICIES:
         row[f"{role} underflow after spike %"] = 100 * (
             sum(probe.fraction(role, policy, "underflow")[after]) / len(steps[after]))
     summary.append(row)
-print(format_table(summary))
+_ = tables.show(summary, formats={c: "{:.3f}" for c in summary[0] if c.endswith("%")},
+                caption=f"Overflow on the spike step (step {SPIKE_STEP}) and around it, per "
+                        "scaling policy (% of entries)")
 
 # %%
 fig, (ax_o, ax_u) = plotting.subplots(1, 2)

@@ -27,9 +27,10 @@
 # **FP16**. The paper calls this *precision decoupling*: each state gets the precision its
 # role needs, and the ablation of Table 6 / Fig. 8 shows what goes wrong with less. This
 # notebook reruns that ablation on a tiny Llama with `repro.fp8.FP8AdamW`, whose states are
-# real low-precision tensors, and then measures the bytes per parameter of every optimization
-# level from stored tensors. To isolate the optimizer, every GEMM here is FP32. At **ci** scale
-# each of the five runs trains a 110k-parameter model for 200 steps on one CPU thread.
+# real low-precision tensors, and then measures the bytes per parameter that the training
+# process really holds at every optimization level, from its live tensors. To isolate the
+# optimizer, every GEMM of the ablation is FP32. At **ci** scale each of the five runs trains
+# a tiny model for `STEPS` steps on one CPU thread.
 #
 # [![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/repro-companion/repro/blob/main/notebooks/fp8_lm/03_precision_decoupling.ipynb)
 
@@ -100,12 +101,11 @@ import math
 import torch
 
 import repro
-from repro import plotting
-from repro.bench import format_table
-from repro.fp8 import FP8AdamW
-from repro.fp8.memory import bytes_per_param_table, training_state_bytes
+from repro import plotting, tables
+from repro.fp8 import FP8AdamW, convert
+from repro.fp8.memory import bytes_per_param_table, held_bytes, training_state_bytes
+from repro.fp8.optim import param_groups
 from repro.lm import CharTokenizer, batch_at, lm_loss, pydoc_text, tiny_llama, train_val_split
-from repro.lm.train_gpt import param_groups
 from repro.train import TrainConfig, fit
 
 device = repro.runtime.setup(seed=SEED)
@@ -129,9 +129,11 @@ print(f"torch {torch.__version__}, {torch.get_num_threads()} thread(s), device {
 # | `e5m2_v` (local and full) | FP16 + scale | E4M3 + scale | E5M2 + scale | (ours) |
 #
 # Every step decodes the states to fp32, does the AdamW arithmetic of `torch.optim.AdamW`,
-# re-encodes each state with a fresh scale, and writes the decoded master into the model.
+# re-encodes each state with a fresh scale, and rounds the parameter in place to the master
+# format (for the ablation the parameters stay fp32 tensors holding exactly the decoded
+# master: the numerics of each format; the memory section below stores them for real).
 # We apply the formats to every parameter; MS-AMP applies them to the linear weights only,
-# which hold most of the parameters (the count is below).
+# which hold most of the parameters (the share is printed below).
 
 # %%
 VARIANT_FORMATS = {  # (master, exp_avg, exp_avg_sq)
@@ -204,8 +206,11 @@ for v, h in histories.items():
                  f"last-{LAST} loss": h.last(LAST), "Δ vs fp32": h.last(LAST) - ref,
                  "Δ vs paper": h.last(LAST) - paper,
                  "non-finite steps": sum(not math.isfinite(x) for x in h.loss),
-                 "skipped steps": opt.skipped_steps, "diverged": h.diverged(LAST, margin=0.05)})
-print(format_table(rows))
+                 "skipped steps": int(opt.skipped_steps),
+                 "diverged": h.diverged(LAST, margin=0.05)})
+_ = tables.show(rows, formats={f"last-{LAST} loss": "{:.4f}", "Δ vs fp32": "{:+.4f}",
+                               "Δ vs paper": "{:+.4f}"},
+                caption=f"Table 6 / Fig. 8 ablation: mean training loss over the last {LAST} steps")
 
 # %% [markdown]
 # Why these results? Adam's update is roughly $\text{lr} \cdot m / \sqrt{v}$, of the order of
@@ -242,10 +247,10 @@ if "e4m3_v" in runs:
 
 # %% [markdown]
 # Does this reproduce the paper's four findings? The first three clearly. The paper says the
-# FP8 second moment makes training *diverge*; here it costs a loss gap of about 0.1 but the
-# loss keeps falling. With a fresh just-in-time scale every step (as MS-AMP's optimizer
-# does), only a per cent or two of the entries flush, too few to blow up a tiny model in a
-# few hundred steps. Whether it diverges at GPT-125M over 100B tokens, as in the paper,
+# FP8 second moment makes training *diverge*; here it costs the loss gap in the table's
+# `e4m3_v` row but the loss keeps falling. With a fresh just-in-time scale every step (as
+# MS-AMP's optimizer does), only the share of entries printed above flushes, too few to blow
+# up a tiny model in a few hundred steps. Whether it diverges at GPT-125M over 100B tokens, as in the paper,
 # a CPU cannot tell; the ledger records 0 for "diverged" rather than a looser test.
 
 # %%
@@ -264,74 +269,105 @@ repro.ledger.record("fp8_second_moment_degrades", histories["e4m3_v"].last(LAST)
                     last_steps=LAST, seed=SEED)
 
 # %% [markdown]
-# ## Bytes per parameter
+# ## Bytes per parameter: what the process holds
 #
-# The memory claim is arithmetic, but it should be measured, not typed. The optimizer of the
-# `paper` run holds real tensors: FP16 masters, E4M3 first moments, FP16 second moments, each
-# with a 4-byte fp32 scale. Add the E4M3 gradient the O2 level keeps (`grad_format="e4m3"`,
-# built by `FP8AdamW.from_level`) and count `element_size() × numel()` over everything:
+# The paper's 6 bytes are a claim about memory, so we measure memory: after one backward and
+# one optimizer step, `repro.fp8.memory.held_bytes(model, optimizer)` walks every live tensor
+# the model and the optimizer hold (parameters, gradients, optimizer states, scales, buffers),
+# counts each storage once, and attributes to the FP8 linear weights what belongs to them.
+# Beside it, `training_state_bytes` is the paper's accounting (dtypes × shapes of the layout,
+# MS-AMP's "hybrid" scope: only linear weights in FP8 formats). Each level is measured twice:
+# with the linear weights as ordinary fp32 Parameters (`convert(model, level)`, what a
+# drop-in FP8 GEMM gives) and with the weights stored as the level's master
+# (`convert(model, level, store_master=True)`: an FP16 payload with its scale at O1/O2, an
+# E4M3 payload at O3 with the FP16 master in the optimizer; FP8 gradients kept as FP8).
 
 # %%
-model = tiny_llama(tokenizer.vocab_size, d_model=D_MODEL, n_layers=N_LAYERS, n_heads=N_HEADS,
-                   mlp=MLP, max_seq=SEQ_LEN, seed=SEED)
-num_params = sum(p.numel() for p in model.parameters())
-linear_params = sum(m.weight.numel() for m in model.modules() if isinstance(m, torch.nn.Linear))
-print(f"{num_params:,} parameters, {100 * linear_params / num_params:.1f} % in linear weights")
-o2 = FP8AdamW.from_level(model.parameters(), "O2")
-by_component = o2.state_bytes_by_component()
-o2_bytes = o2.state_bytes() / num_params
-print({k: round(b / num_params, 4) for k, b in by_component.items()},
-      f"total {o2_bytes:.4f} bytes/param")
-check = training_state_bytes(model, "O2", scope="all").bytes_per_param
-print(f"repro.fp8.memory.training_state_bytes(model, 'O2'): {check:.4f} bytes/param")
+def held_after_one_step(level, store_master):
+    model = tiny_llama(tokenizer.vocab_size, d_model=D_MODEL, n_layers=N_LAYERS,
+                       n_heads=N_HEADS, mlp=MLP, max_seq=SEQ_LEN, seed=SEED)
+    if level == "fp32":
+        optimizer = torch.optim.AdamW(param_groups(model, WEIGHT_DECAY), lr=LR)
+    else:
+        convert(model, level, store_master=store_master)
+        optimizer = FP8AdamW.from_level(param_groups(model, WEIGHT_DECAY, fp8=True), level,
+                                        lr=LR)
+    lm_loss(model, batch_at(train_ids, 0, BATCH, SEQ_LEN, seed=SEED)).backward()
+    optimizer.step()
+    layout = training_state_bytes(model, level, scope="hybrid")
+    return held_bytes(model, optimizer), layout
 
-# %% [markdown]
-# 2 + 1 + 2 + 1 = 6 bytes, plus a few thousandths for the scales (four per tensor, 21
-# tensors here; on a 125M model they vanish). The same count for every level, from
-# `repro.fp8.memory`, once with every parameter in the level's formats ("all") and once as
-# MS-AMP does it, with only the linear weights in FP8 formats ("hybrid": embedding and norms
-# keep 16 bytes):
+
+CASES = [("fp32", False), ("O1", False), ("O1", True), ("O2", False), ("O2", True),
+         ("O3", False), ("O3", True)]
+PAPER_FP8_WEIGHT = {"fp32": 16, "O1": 11, "O2": 6, "O3": 7}  # §2.2, MS-AMP levels; O3 at N = 1
+held = {}
+memory_rows = []
+for level, stored in CASES:
+    h, layout = held_after_one_step(level, stored)
+    held[(level, stored)] = h
+    memory_rows.append({
+        "level": level, "linear weights stored as": (
+            "fp32 Parameter" if not stored else "FP16 master + scale" if level != "O3"
+            else "E4M3 + scale (FP16 master in the optimizer)"),
+        "held, FP8 linear weights (B / param)": h.fp8_linear_bytes_per_param if level != "fp32"
+        else float("nan"),
+        "paper (B / param)": PAPER_FP8_WEIGHT[level],
+        "held, whole model (B / param)": h.bytes_per_param,
+        "layout, whole model (B / param)": layout.bytes_per_param,
+    })
+_ = tables.show(memory_rows, formats={c: "{:.3f}" for c in memory_rows[0] if "B / param" in c},
+                caption="Bytes per parameter after one backward and one step: held (live "
+                        "tensors) and the layout's accounting (hybrid scope)")
+num_params = held[("O2", True)].num_params
+linear_share = held[("O2", True)].fp8_linear_params / num_params
+o2_before = held[("O2", False)].fp8_linear_bytes_per_param
+o2_after = held[("O2", True)].fp8_linear_bytes_per_param
+print(f"{num_params:,} parameters, {100 * linear_share:.1f} % in FP8 linear weights; "
+      f"O2 FP8 linear weights hold {o2_before:.3f} B/param as fp32 Parameters, "
+      f"{o2_after:.3f} B/param stored as FP16 masters")
 
 # %%
-table = bytes_per_param_table(model, world_sizes=tuple(WORLD_SIZES))
-print(format_table(table))
-
-# %%
-def label(row):
-    return row["level"] + (f" N={row['world_size']}" if row["level"] == "O3" else "")
-
-
-levels = list(dict.fromkeys(label(r) for r in table))
-measured = {(label(r), r["scope"]): r["bytes_per_param"] for r in table}
-paper_value = {"fp32": 16, "bf16": 16, "O2": 6}  # §2.2 (16 -> 6); the paper counts BF16 as 16
-xs = torch.arange(len(levels)).float()
 fig, ax = plotting.subplots()
-for i, scope in enumerate(("all", "hybrid")):
-    values = [measured.get((lv, scope), measured[(lv, "all")]) for lv in levels]
-    bars = ax.bar(xs + (i - 0.5) * 0.38, values, 0.38, label=f"measured, {scope}",
-                  color=plotting.PALETTE[i])
-    ax.bar_label(bars, fmt="%.2f", fontsize=7)
-px = [levels.index(k) for k in paper_value]
-ax.scatter(px, list(paper_value.values()), marker="_", s=600, color="k", zorder=3,
-           label="paper (§2.2)")
-ax.set_xticks(xs.tolist(), levels)
-ax.set_xlabel("precision level (O3: ZeRO over N ranks)")
-ax.set_ylabel("training-state bytes per parameter")
-ax.set_title("master + gradient + Adam states, from stored tensors")
+labels = [f"{r['level']}\n{'stored' if stored else 'fp32 param'}"
+          for r, (_, stored) in zip(memory_rows, CASES)]
+values = [held[c].fp8_linear_bytes_per_param if c[0] != "fp32" else held[c].bytes_per_param
+          for c in CASES]
+bars = ax.bar(range(len(CASES)), values, color=[plotting.PALETTE[int(s)] for _, s in CASES])
+ax.bar_label(bars, fmt="%.2f", fontsize=7)
+ax.scatter(range(len(CASES)), [PAPER_FP8_WEIGHT[lv] for lv, _ in CASES], marker="_", s=600,
+           color="k", zorder=3, label="paper (§2.2; O3 at N = 1)")
+ax.set_xticks(range(len(CASES)), labels, fontsize=8)
+ax.set_xlabel("precision level, how the linear weights are stored")
+ax.set_ylabel("bytes held per FP8 linear weight")
+ax.set_title("measured from live tensors after one step")
 ax.legend()
 fig.tight_layout()
 
 # %% [markdown]
-# **Takeaway:** O2 stores 6.00 bytes per parameter against 16 for FP32 AdamW, the paper's
-# 2.6× (2.67× exactly). BF16 training as Megatron runs it costs 18 (a BF16 working copy beside
-# the FP32 master; the paper counts it as 16). O1 keeps FP32 moments (11 bytes). O3 shards
-# everything but an E4M3 weight copy over N ranks with FP8 ZeRO: $1 + 6/N$ bytes. With MS-AMP's
-# hybrid scope the tiny model's embedding and norms stay at 16 bytes; in a 7B model they are
-# about 2 % of the parameters and the hybrid count approaches the "all" one.
+# **Takeaway:** only storing the weights as the level's master realises the paper's count: with
+# fp32 Parameters the process keeps fp32 weights and fp32 gradients beside the FP8 states, and
+# holds far more than the layout says (first bars); stored as FP16 masters with E4M3
+# gradients, O2's FP8 linear weights hold the paper's 6 bytes plus their scales (the exact
+# values are in the table). The whole model holds more, because the embedding and the norms
+# keep FP32 AdamW states (16 bytes), as in MS-AMP.
+#
+# The layout accounting for every level, once with every parameter in the level's formats
+# ("all") and once as MS-AMP does it ("hybrid"), including O3's ZeRO over `WORLD_SIZES` ranks,
+# which a single process cannot hold:
 
 # %%
-repro.ledger.record("bytes_per_param_o2", o2_bytes, from_layout=check, num_params=num_params,
-                    **{f"{k}_bytes": b for k, b in by_component.items()})
+model = tiny_llama(tokenizer.vocab_size, d_model=D_MODEL, n_layers=N_LAYERS, n_heads=N_HEADS,
+                   mlp=MLP, max_seq=SEQ_LEN, seed=SEED)
+table = bytes_per_param_table(model, world_sizes=tuple(WORLD_SIZES))
+_ = tables.show(table, formats={"bytes_per_param": "{:.3f}", "max_bytes_per_param": "{:.3f}"},
+                caption="Layout accounting (dtypes × shapes), bytes per parameter")
+
+# %%
+repro.ledger.record("bytes_per_param_o2", o2_after, before_store_master=o2_before,
+                    whole_model=held[("O2", True)].bytes_per_param,
+                    layout_whole_model=memory_rows[4]["layout, whole model (B / param)"],
+                    num_params=num_params, **held[("O2", True)].by_kind)
 
 # %% [markdown]
 # ## Exercises

@@ -108,14 +108,19 @@ GLOO_RANKS = 8  # ours: one node's worth of processes (NCCL on a GPU node)
 
 # %%
 # %matplotlib inline
-import math
 
 import matplotlib.pyplot as plt
 import torch
 
 import repro
-from repro import bench, plotting
-from repro.fp8.distributed import AutoScaler, simulate_all_reduce
+from repro import plotting, tables
+from repro.fp8.distributed import (
+    AutoScaler,
+    all_reduce_rows,
+    pooled_all_reduce,
+    rank_gradients,
+    simulate_all_reduce,
+)
 from repro.fp8.formats import get_format
 from repro.fp8.gloo_demo import run_gloo_all_reduce
 from repro.lm import CharTokenizer, batch_at, lm_loss, pydoc_text, tiny_llama, train_val_split
@@ -155,51 +160,18 @@ print(f"loss {history.loss[0]:.3f} -> {history.last(20):.3f} after {TRAIN_STEPS}
 
 
 # %% [markdown]
-# One helper computes the per-rank gradients, another runs the library's simulated all-reduce
-# (`simulate_all_reduce`) on every weight and keeps the counts, so that rates and SNRs can be
-# pooled over a block or over the whole model.
+# The library computes the per-rank gradients (`repro.fp8.distributed.rank_gradients`), runs
+# the simulated all-reduce on every weight and keeps the counts (`all_reduce_rows`), and pools
+# rates and SNRs over a block or over the whole model (`pooled_all_reduce`), entries weighing
+# equally.
 
 # %%
-def rank_gradients(batch, world_size):
-    """Rank r's gradient of its own mean loss, for every linear weight."""
-    x, y = batch
-    grads = []
-    for r in range(world_size):
-        model.zero_grad(set_to_none=True)
-        lm_loss(model, (x[r::world_size].to(device), y[r::world_size].to(device))).backward()
-        grads.append({n: params[n].grad.detach().cpu().clone() for n in names})
-    model.zero_grad(set_to_none=True)
-    return grads
-
-
 def block_of(name):
     return f"block {name.split('.')[2]}" if ".layers." in name else "lm_head"
 
 
-def all_reduce_rows(grads, scheme, **kwargs):
-    """One row per weight: the simulated all-reduce's counts and its squared error."""
-    rows = []
-    for n in names:
-        parts = [g[n] for g in grads]
-        reduced, stats = simulate_all_reduce(parts, scheme, fmt, **kwargs)
-        mean = torch.stack([p.double() for p in parts]).mean(0)
-        rows.append({"tensor": n, "block": block_of(n), "scheme": scheme, "N": len(grads),
-                     "stats": stats, "signal": float(mean.pow(2).sum()),
-                     "noise": float((reduced.double() - mean).pow(2).sum())})
-    return rows
-
-
-def pooled(rows):
-    """Underflow, overflow (sends + partial sums) and SNR pooled over ``rows``."""
-    send = sum(r["stats"].send.numel for r in rows)
-    partial = sum(r["stats"].partial_sums.numel for r in rows)
-    noise = sum(r["noise"] for r in rows)
-    return {"underflow": sum(r["stats"].send.underflow for r in rows) / send,
-            "overflow": sum(r["stats"].send.overflow + r["stats"].partial_sums.overflow
-                            for r in rows) / (send + partial),
-            "sum_overflow": sum(r["stats"].partial_sums.overflow for r in rows) / max(partial, 1),
-            "snr_db": 10 * math.log10(sum(r["signal"] for r in rows) / noise) if noise else
-            math.inf}
+def grads_of(batch, world_size):
+    return rank_gradients(model, lm_loss, batch, world_size, names, device)
 
 
 # %% [markdown]
@@ -229,15 +201,21 @@ SCHEMES = ["pre", "post", "auto", "shared", "msamp", "gather", "bf16"]
 probe = batch_at(train_ids, 10**6, GRAD_BATCH, SEQ_LEN, seed=SEED)  # never seen in training
 rows = []
 for n_ranks in WORLD_SIZES:
-    grads = rank_gradients(probe, n_ranks)
+    grads = grads_of(probe, n_ranks)
     for scheme in SCHEMES:
-        rows += all_reduce_rows(grads, scheme, **({"mu": "steady", "threshold": AUTO_THRESHOLD}
-                                                  if scheme == "auto" else {}))
-summary = [{"N": n, "scheme": s, **pooled([r for r in rows if r["N"] == n and r["scheme"] == s])}
+        rows += all_reduce_rows(grads, scheme, fmt, group_of=block_of,
+                                **({"mu": "steady", "threshold": AUTO_THRESHOLD}
+                                   if scheme == "auto" else {}))
+summary = [{"N": n, "scheme": s,
+            **pooled_all_reduce([r for r in rows if r["N"] == n and r["scheme"] == s])}
            for n in WORLD_SIZES for s in SCHEMES]
-print(bench.format_table([{"N": r["N"], "scheme": r["scheme"], "SNR dB": r["snr_db"],
-                           "underflow %": 100 * r["underflow"], "overflow %": 100 * r["overflow"],
-                           "sum overflow %": 100 * r["sum_overflow"]} for r in summary]))
+_ = tables.show([{"N": r["N"], "scheme": r["scheme"], "SNR (dB)": r["snr_db"],
+                  "underflow (%)": 100 * r["underflow"], "overflow (%)": 100 * r["overflow"],
+                  "sum overflow (%)": 100 * r["sum_overflow"]} for r in summary],
+                formats={"SNR (dB)": "{:.2f}", "underflow (%)": "{:.4f}",
+                         "overflow (%)": "{:.4f}", "sum overflow (%)": "{:.4f}"},
+                caption="Simulated FP8 all-reduce of the linear-weight gradients, pooled over "
+                        "the model")
 
 # %% [markdown]
 # The paper's Fig. 7 shows these rates per Transformer block. Here they are at $N$ = 32 for
@@ -251,7 +229,7 @@ for key, ax, label in [("underflow", axes[0], "underflow rate (sent as 0)"),
                        ("overflow", axes[1], "overflow rate (sends + partial sums)"),
                        ("snr_db", axes[2], "SNR vs fp32 mean (dB)")]:
     for scheme, style in fig_schemes.items():
-        values = [pooled([r for r in rows if r["N"] == CLAIM_RANKS and r["scheme"] == scheme
+        values = [pooled_all_reduce([r for r in rows if r["N"] == CLAIM_RANKS and r["scheme"] == scheme
                           and r["block"] == b])[key] for b in blocks]
         ax.plot(blocks, values, style, marker="o", label=scheme)
     if key != "snr_db":
@@ -265,11 +243,11 @@ fig.suptitle(f"{CLAIM_RANKS} simulated ranks, {fmt.name.upper()} weight gradient
 plt.show()
 
 # %% [markdown]
-# **Takeaway.** Post-scaling saturates in every block (several per cent of its sends and
-# partial sums, against almost none for the others) and its SNR collapses to a dB or two.
-# Making room for the sum costs underflow instead: pre-scaling loses tens of times more small
-# values than post-scaling, and auto-scaling and MS-AMP's $1/\sqrt N$, which move the whole
-# tensor further down the grid, lose a little more still, yet their SNR stays the highest.
+# **Takeaway.** Post-scaling saturates in every block (its overflow rate in the table is orders
+# of magnitude above the others') and its SNR collapses. Making room for the sum costs
+# underflow instead: pre-scaling loses many more small values than post-scaling, and
+# auto-scaling and MS-AMP's $1/\sqrt N$, which move the whole tensor further down the grid,
+# lose a little more still, yet their SNR stays the highest.
 #
 # How do the schemes age as the number of ranks grows?
 
@@ -287,13 +265,16 @@ ax.set_ylabel("SNR of the averaged gradient (dB)")
 ax.legend(ncol=2)
 ax.set_title("Every FP8 ring loses SNR with N; post-scaling first")
 plt.show()
+gather_snr = [r["snr_db"] for r in summary if r["scheme"] == "gather"]
+print(f"gather path SNR from {min(gather_snr):.1f} to {max(gather_snr):.1f} dB over N = "
+      f"{WORLD_SIZES}")
 
 # %% [markdown]
 # **Takeaway.** Once overflow is controlled (pre, auto, msamp), the three give the same SNR
 # to within a fraction of a dB: with power-of-two scales the FP8 grid looks the same at every
 # scale away from its ends, so where the values sit matters less than how often the running
 # sum is rounded. That rounding, $N-1$ times per value, is what costs SNR as $N$ grows; the
-# gather path, which sums in fp32, stays between 35 and 40 dB and even gains with $N$ (its
+# gather path, which sums in fp32, stays in the range printed above whatever $N$ (its
 # independent rounding errors average out).
 #
 # ## The claims at 32 ranks
@@ -318,15 +299,18 @@ repro.ledger.record("auto_scaling_lowers_underflow",
                     auto=at["auto"]["underflow"], pre=at["pre"]["underflow"], **context)
 print(f"underflow pre / post = {underflow_ratio:.1f}; overflow post - max(pre, auto) = "
       f"{overflow_gap:.2%}; SNR auto - post = {snr_gap_post:.1f} dB, auto - pre = "
-      f"{snr_gap_pre:+.2f} dB")
+      f"{snr_gap_pre:+.2f} dB; underflow auto / pre = "
+      f"{at['auto']['underflow'] / at['pre']['underflow']:.2f}; E4M3 spans "
+      f"{fmt.binades:.1f} binades")
 
 # %% [markdown]
 # The first three hold. The fourth, "auto-scaling gives the best SNR", does not show here:
-# auto and pre-scaling tie (the claims file lists it at full scale, with that reason). Nor
-# does auto-scaling lower underflow below pre-scaling, as Fig. 7 shows it doing: its $\mu$
-# moves the whole tensor down to make room for the sum and the smallest values fall off the
-# bottom of the grid (MS-AMP's fixed $1/\sqrt N$ loses the most). With 17.8 binades in E4M3
-# those values are too small to move the SNR.
+# auto and pre-scaling tie (the claims file lists it at full scale, with that reason). And
+# auto-scaling does *not* lower underflow below pre-scaling, as Fig. 7 shows it doing (the
+# ratio printed above is above 1, so the ledger marks that row "contradicted at ci"): its
+# $\mu$ moves the whole tensor down to make room for the sum and the smallest values fall off
+# the bottom of the grid (MS-AMP's fixed $1/\sqrt N$ loses the most). With the binades of
+# E4M3 printed above, those values are too small to move the SNR.
 #
 # ## The auto-scaler over steps
 #
@@ -342,8 +326,8 @@ scalers = {n: AutoScaler(threshold=AUTO_THRESHOLD, growth_steps=AUTO_GROWTH_STEP
 trajectory = {n: [] for n in names}
 saturation = []
 for step in range(AUTO_STEPS):
-    grads = rank_gradients(batch_at(train_ids, 10**6 + 1 + step, BATCH, SEQ_LEN, seed=SEED),
-                           AUTO_RANKS)
+    grads = grads_of(batch_at(train_ids, 10**6 + 1 + step, BATCH, SEQ_LEN, seed=SEED),
+                     AUTO_RANKS)
     hit = total = 0
     for n in names:
         trajectory[n].append(scalers[n].mu)
@@ -378,9 +362,9 @@ ax_sat.legend(fontsize=8)
 plt.show()
 
 # %% [markdown]
-# **Takeaway.** Starting from $\mu = 1$, every scaler halves once or twice within the first
-# steps (8 ranks need $\mu$ of 1/4 to 1/2) and then stays there: at the paper's rate it takes
-# 1,000 clean steps to double again. A few weights first overflow on a later, larger batch;
+# **Takeaway.** Starting from $\mu = 1$, every scaler halves within the first steps (the
+# printed range of the final $\mu$ and the halvings per weight say how far) and then stays
+# there: at the paper's rate it takes 1,000 clean steps to double again. A few weights first overflow on a later, larger batch;
 # after that the pooled share of saturated values falls to zero. Nothing is searched for: the
 # halving rule finds the steady state of the previous section by itself.
 #
@@ -389,7 +373,7 @@ plt.show()
 # Everything above was simulated in one process. `repro.fp8.gloo_demo.run_gloo_all_reduce`
 # starts one process per rank, joins them in a gloo process group and runs the library's
 # `fp8_all_reduce_coalesced` next to a plain fp32 `all_reduce`. The scheme is "auto" with a
-# fresh auto-scaler ($\mu = 1$): shared minimum scale, one scale per tensor, all 29 payloads in
+# fresh auto-scaler ($\mu = 1$): shared minimum scale, one scale per tensor, every payload in
 # one collective. The inputs are the probe batch's gradients split over `GLOO_RANKS` ranks
 # (2 at ci, the same as the $N$ = 2 simulation above).
 #
@@ -401,7 +385,7 @@ plt.show()
 # rounding per partial sum as in our simulation.
 
 # %%
-gloo_grads = rank_gradients(probe, GLOO_RANKS)
+gloo_grads = grads_of(probe, GLOO_RANKS)
 gloo = run_gloo_all_reduce(gloo_grads, fmt=FMT, scheme="auto", timeout=120)
 errors = gloo.error_rows(gloo_grads)
 worst = max(errors, key=lambda r: r["fp8_err_over_amax"])
@@ -428,9 +412,10 @@ plt.show()
 
 # %% [markdown]
 # **Takeaway.** Every weight's FP8 average lies well inside the error that two E4M3 roundings
-# can cause, and both ranks hold bit-identical results. On one machine the FP8 path is several
-# times slower than fp32 (quantising and decoding cost more than the bytes saved, a quarter of
-# fp32's); the saving belongs to a cluster whose all-reduce waits on the network.
+# can cause, and both ranks hold bit-identical results. On one machine the FP8 path is slower
+# than fp32 (the median times printed above: quantising and decoding cost more than the bytes
+# saved, one byte per entry instead of four); the saving belongs to a cluster whose all-reduce
+# waits on the network.
 
 # %%
 repro.ledger.record("gloo_fp8_allreduce_within_e4m3_error", worst["fp8_err_over_amax"],
@@ -445,7 +430,7 @@ print(f"FP8 payload {gloo.fp8_payload_bytes / 1e3:.0f} kB per rank vs fp32 "
 #
 # 1. Rerun with `-p FMT e5m2`. Which schemes lose SNR, and by about how much? Why does
 #    post-scaling barely change?
-# 2. In `all_reduce_rows`, pass `scale=` to `simulate_all_reduce` for "pre" with the
+# 2. In `all_reduce_rows`, pass `scale=` (forwarded to `simulate_all_reduce`) for "pre" with the
 #    *smallest* per-rank scale instead of the scale of the true mean (a delayed scale that
 #    must cover every rank). How much does underflow grow at $N$ = 32, and does the SNR move?
 # 3. Set `AUTO_GROWTH_STEPS = 1000` (the paper's value) and `AUTO_STEPS = 100`. How long does

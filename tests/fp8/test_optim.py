@@ -164,10 +164,11 @@ def test_state_dict_holds_plain_tensors_and_step_counts():
     opt = FP8AdamW(model.parameters(), **PAPER)
     sd = opt.state_dict()
     entry = sd["state"][0]
-    assert set(entry) == {"step", "master.payload", "master.scale", "exp_avg.payload",
-                          "exp_avg.scale", "exp_avg_sq.payload", "exp_avg_sq.scale"}
+    # no master entry: the master weight is the parameter itself (in the model's state_dict)
+    assert set(entry) == {"step", "exp_avg.payload", "exp_avg.scale", "exp_avg_sq.payload",
+                          "exp_avg_sq.scale"}
     assert entry["exp_avg.payload"].dtype == torch.uint8  # E4M3 viewed as bytes
-    assert entry["master.payload"].dtype == torch.float16
+    assert entry["exp_avg_sq.payload"].dtype == torch.float16
 
 
 @pytest.mark.parametrize("key", ["master_format", "exp_avg_format", "exp_avg_sq_format",
@@ -177,15 +178,17 @@ def test_unknown_format_name_raises_value_error_listing_valid_names(key):
         FP8AdamW(make_mlp().parameters(), **{key: "fp8"})
 
 
-def test_state_bytes_counts_stored_payloads_and_scales():
+def test_state_bytes_counts_live_tensors_the_fp32_parameter_included():
     model = torch.nn.Linear(16, 4)  # weight 64 + bias 4 = 68 params, 2 tensors
-    opt = FP8AdamW(model.parameters(), grad_format="e4m3", **PAPER)
-    # fp16 master 2 + e4m3 grad 1 + e4m3 m 1 + fp16 v 2 = 6 B/param; 4 scaled tensors × 4 B each
-    assert opt.state_bytes() == 68 * 6 + 2 * 4 * 4
-    assert opt.state_bytes_by_component() == {"master": 68 * 2 + 8, "exp_avg": 68 + 8,
-                                              "exp_avg_sq": 68 * 2 + 8, "grad": 68 + 8}
-    fp32 = FP8AdamW(model.parameters(), **ALL_FP32)  # no stored grads, no scales
-    assert fp32.state_bytes() == 68 * 12
+    opt = FP8AdamW(model.parameters(), **PAPER)
+    # a plain fp32 parameter is its own master: 4 B (the FP16 numerics, fp32 storage);
+    # e4m3 m 1 + fp16 v 2, each of the 2 × 2 scaled moments with a 4-byte scale; no grad yet
+    assert opt.state_bytes_by_component() == {"master": 68 * 4, "weight": 0, "grad": 0,
+                                              "exp_avg": 68 + 8, "exp_avg_sq": 68 * 2 + 8}
+    model(torch.randn(2, 16)).sum().backward()
+    assert opt.state_bytes_by_component()["grad"] == 68 * 4  # the fp32 .grad
+    fp32 = FP8AdamW(model.parameters(), **ALL_FP32)  # no scales
+    assert fp32.state_bytes() == 68 * 16
 
 
 def test_from_level_reads_the_level_fields():

@@ -72,3 +72,64 @@ def test_efficientvit_m0_runs_on_cuda_like_on_cpu():
     cpu = model(x)
     gpu = model.cuda()(x.cuda()).cpu()
     torch.testing.assert_close(gpu, cpu, rtol=1e-3, atol=1e-3)
+
+
+def test_efficientvit_gpu_benchmark_measures_under_amp_on_cuda():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[2] / "benchmarks" / "efficientvit_gpu.py"
+    spec = importlib.util.spec_from_file_location("efficientvit_gpu", path)
+    gpu = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(gpu)
+    args = gpu.parse_args(["--batch", "64", "--warmup", "2", "--rounds", "2", "--repeat", "2"])
+    rows = {r["model"]: r for r in gpu.measure(["efficientvit_m0", "mobilenetv3_large_100"],
+                                                args)}
+    assert rows["efficientvit_m0"]["error"] == "" and rows["efficientvit_m0"]["img_per_s"] > 0
+    assert rows["mobilenetv3_large_100"]["vs_mnv3_large"] == 1.0
+
+
+@pytest.mark.skipif(not _fp8_tensor_cores(), reason="needs FP8 tensor cores (sm >= 8.9)")
+def test_fast_fp8_linear_on_tensor_cores_matches_the_reference_and_never_syncs():
+    from torch.profiler import ProfilerActivity, profile
+
+    from repro.fp8 import FP8AdamW, convert
+
+    torch.manual_seed(0)
+    base = torch.nn.Sequential(torch.nn.Linear(256, 512, bias=False), torch.nn.ReLU(),
+                               torch.nn.Linear(512, 128, bias=False)).cuda()
+    ref, fast = copy.deepcopy(base), copy.deepcopy(base)
+    convert(ref, "O2", store_master=True, gemm="dequant")
+    convert(fast, "O2", store_master=True, fast=True, stats=False, gemm="scaled_mm")
+    opts = [FP8AdamW.from_level(m.parameters(), "O2") for m in (ref,)] + [
+        FP8AdamW.from_level(fast.parameters(), "O2", fast=True)]
+    x = torch.randn(64, 256, device="cuda")
+    for model, opt in zip((ref, fast), opts, strict=True):
+        model(x).square().mean().backward()
+        opt.step()
+        opt.zero_grad()
+    # scaled_mm accumulates in another order (and fast accumulation in the forward GEMM)
+    torch.testing.assert_close(fast(x), ref(x), rtol=2e-2, atol=2e-2)
+    torch.cuda.synchronize()
+
+    def step():
+        fast(x).square().mean().backward()
+        opts[1].step()
+        opts[1].zero_grad()
+
+    step()
+    with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+        step()
+    assert sum(e.count for e in prof.key_averages() if e.key == "aten::_local_scalar_dense") == 0
+
+
+def test_stored_master_o2_holds_six_bytes_per_weight_on_cuda():
+    from repro.fp8 import FP8AdamW, convert
+    from repro.fp8.memory import held_bytes
+
+    model = torch.nn.Sequential(torch.nn.Linear(1024, 1024, bias=False)).cuda()
+    convert(model, "O2", store_master=True, fast=True, stats=False)
+    opt = FP8AdamW.from_level(model.parameters(), "O2", fast=True)
+    model(torch.randn(8, 1024, device="cuda")).square().mean().backward()
+    opt.step()
+    assert held_bytes(model, opt).fp8_linear_bytes_per_param < 6.01

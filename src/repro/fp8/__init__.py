@@ -11,7 +11,10 @@ Paper section → module:
 * §2.2 FP8 optimizer with precision decoupling → :mod:`.optim`
 * §2.1 FP8 gradient all-reduce with automatic scaling (Eqs. 4-6) → :mod:`.distributed`
 * §2.3 FP8 ZeRO, whole-tensor greedy partition (Alg. 1) → :mod:`.zero`
-* §3 / Table 5 memory: bytes per parameter → :mod:`.memory`
+* §3 / Table 5 memory: bytes per parameter → :mod:`.memory` (``held_bytes``: what the process
+  really holds; ``training_state_bytes``: the paper's layout accounting)
+* the same numerics without host syncs (device scales, cached FP8 weights) → :mod:`.fast`
+* torchao's float8 training as a second backend → :mod:`.torchao_backend`
 
 Names are exported lazily, so ``import repro.fp8`` does not import torch.
 """
@@ -34,7 +37,10 @@ _EXPORTS = {
     "run_gloo_all_reduce": "gloo_demo",
     "ScalingProbe": "probe",
     "partition_greedy": "zero", "partition_contiguous": "zero",
-    "training_state_bytes": "memory",
+    "training_state_bytes": "memory", "held_bytes": "memory",
+    "param_groups": "optim",
+    "FastFP8Meta": "fast",
+    "convert_torchao": "torchao_backend",
 }
 
 __all__ = sorted(_EXPORTS)

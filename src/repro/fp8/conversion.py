@@ -63,6 +63,9 @@ def convert(
     gemm: str = "auto",
     margin: int = 0,
     conv1d: bool = False,
+    fast: bool = False,
+    stats: bool = True,
+    store_master: bool = False,
 ) -> nn.Module:
     """Replace every ``nn.Linear`` of ``model`` (recursively, in place) by an FP8Linear.
 
@@ -73,6 +76,12 @@ def convert(
     ``scaling`` (``"delayed"``/``"jit"``) and ``history_len`` apply to the input and
     output-gradient casts; weights are always scaled just-in-time. Everything is checked before
     the first layer is swapped, so a failing call leaves the model untouched.
+    ``fast=True`` gives every layer the device-resident :class:`repro.fp8.fast.FastFP8Meta`
+    (no host sync; ``stats`` turns its device counters on). ``store_master=True`` stores each
+    converted weight as the level's master (:meth:`FP8Linear.store_master`: FP16 + scale at
+    O1/O2, E4M3 + scale at O3), so the model holds the bytes the paper counts; build the
+    optimizer afterwards. A weight shared with another module (a tied output layer) cannot be
+    re-stored: skip that layer.
     Returns ``model``.
     """
     lvl = get_level(level)
@@ -104,10 +113,26 @@ def convert(
     options = dict(scaling=scaling, history_len=history_len,
                    wgrad=lvl.grad_format if wgrad is None else wgrad, gemm=gemm, margin=margin)
     FP8LinearMeta(**options)  # validate the options before any swap
+    if store_master:
+        users: dict[int, set[str]] = {}
+        for mname, m in model.named_modules(remove_duplicate=False):
+            for p in m.parameters(recurse=False):
+                users.setdefault(id(p), set()).add(mname)
+        selected_names = {n for n, _ in selected}
+        for name, module in selected:
+            others = users.get(id(module.weight), set()) - selected_names
+            if others:
+                raise ValueError(
+                    f"layer {name!r} shares its weight with {sorted(others)[0]!r} (tied "
+                    "weights); store_master would untie them: pass skip=[...] for it")
+    fast_options = dict(fast=fast, stats=stats) if fast else {}
+    if store_master:
+        fast_options["master"] = ("e4m3" if lvl.weight_format in ("e4m3", "e5m2")
+                                  else "fp16")
     replaced: dict[int, FP8Linear] = {}  # a module reachable by two paths stays one module
     for name, module in selected:
         if id(module) not in replaced:
-            replaced[id(module)] = FP8Linear.from_linear(module, **options)
+            replaced[id(module)] = FP8Linear.from_linear(module, **options, **fast_options)
         _set_submodule(model, name, replaced[id(module)])
     return model
 
@@ -124,6 +149,10 @@ def unconvert(model: nn.Module) -> nn.Module:
     for name, module in list(model.named_modules(remove_duplicate=False)):
         if not isinstance(module, FP8Linear):
             continue
+        if module.master is not None:
+            raise ValueError(f"layer {name!r} stores its weight as a {module.master} master; "
+                             "unconvert needs the original Parameter (convert without "
+                             "store_master)")
         if id(module) not in replaced:
             w = module.weight
             if module.weight_layout == "out_in":

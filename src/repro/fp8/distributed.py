@@ -51,7 +51,8 @@ from .scaling import amax, power_of_two_scale
 __all__ = [
     "SIMULATION_SCHEMES", "COLLECTIVE_SCHEMES", "AutoScaler", "AllReduceStats", "snr_db",
     "simulate_all_reduce", "fp8_all_reduce", "fp8_all_reduce_coalesced", "FP8CommHookState",
-    "fp8_comm_hook", "register_fp8_comm_hook",
+    "fp8_comm_hook", "register_fp8_comm_hook", "rank_gradients", "all_reduce_rows",
+    "pooled_all_reduce",
 ]
 
 SIMULATION_SCHEMES = ("pre", "post", "auto", "shared", "msamp", "gather", "bf16")
@@ -565,3 +566,62 @@ def register_fp8_comm_hook(
     state = FP8CommHookState(group, fmt, scheme, autoscaler or AutoScaler(), accumulate)
     ddp_model.register_comm_hook(state, fp8_comm_hook)
     return state
+
+
+# --------------------------------------------------------------------------------------------
+# studying the schemes on real gradients (notebook 04)
+# --------------------------------------------------------------------------------------------
+
+
+def rank_gradients(model: torch.nn.Module, loss_fn: Any, batch: tuple[torch.Tensor, ...],
+                   world_size: int, names: Sequence[str], device: Any = "cpu"
+                   ) -> list[dict[str, torch.Tensor]]:
+    """Rank r's gradient of its own mean loss on every ``world_size``-th example of ``batch``
+    (examples r, r + N, ...), for the weights of the modules ``names``; the data-parallel
+    split. The mean over ranks equals the full batch's gradient when the ranks get equally many
+    examples. ``loss_fn(model, batch)`` returns a mean loss; ``model``'s grads end cleared."""
+    if isinstance(world_size, bool) or not isinstance(world_size, int) or world_size < 1:
+        raise ValueError(f"world_size must be an integer >= 1, got {world_size!r}")
+    if len(batch[0]) < world_size:
+        raise ValueError(f"a batch of {len(batch[0])} examples leaves some of the {world_size} "
+                         "ranks without data; use a batch at least as large as the world size")
+    params = {name: model.get_submodule(name).weight for name in names}
+    grads = []
+    for r in range(world_size):
+        model.zero_grad(set_to_none=True)
+        loss_fn(model, tuple(t[r::world_size].to(device) for t in batch)).backward()
+        grads.append({name: p.grad.detach().cpu().clone() for name, p in params.items()})
+    model.zero_grad(set_to_none=True)
+    return grads
+
+
+def all_reduce_rows(grads: list[dict[str, torch.Tensor]], scheme: str, fmt: Any = "e4m3",
+                    group_of: Any = None, **kwargs: Any) -> list[dict[str, Any]]:
+    """One row per tensor: :func:`simulate_all_reduce`'s counts, the squared norm of the fp32
+    mean (``signal``) and of the error (``noise``); ``group_of(name)`` labels a block."""
+    rows = []
+    for name in grads[0]:
+        parts = [g[name] for g in grads]
+        reduced, stats = simulate_all_reduce(parts, scheme, fmt, **kwargs)
+        mean = torch.stack([p.double() for p in parts]).mean(0)
+        rows.append({"tensor": name, "block": group_of(name) if group_of else name,
+                     "scheme": scheme, "N": len(grads), "stats": stats,
+                     "signal": float(mean.pow(2).sum()),
+                     "noise": float((reduced.double() - mean).pow(2).sum())})
+    return rows
+
+
+def pooled_all_reduce(rows: list[dict[str, Any]]) -> dict[str, float]:
+    """Rates and SNR pooled over ``rows`` (entries, not tensors, weigh equally): send underflow,
+    overflow over sends and partial sums, partial-sum overflow, SNR in dB."""
+    if not rows:
+        raise ValueError("no rows to pool")
+    send = sum(r["stats"].send.numel for r in rows)
+    partial = sum(r["stats"].partial_sums.numel for r in rows)
+    noise = sum(r["noise"] for r in rows)
+    signal = sum(r["signal"] for r in rows)
+    return {"underflow": sum(r["stats"].send.underflow for r in rows) / max(send, 1),
+            "overflow": sum(r["stats"].send.overflow + r["stats"].partial_sums.overflow
+                            for r in rows) / max(send + partial, 1),
+            "sum_overflow": sum(r["stats"].partial_sums.overflow for r in rows) / max(partial, 1),
+            "snr_db": 10 * math.log10(signal / noise) if noise else math.inf}

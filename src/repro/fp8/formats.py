@@ -117,8 +117,13 @@ def quantize(
     f = get_format(fmt)
     if not x.is_floating_point():
         raise TypeError(f"quantize expects a floating-point tensor, got {x.dtype}")
-    scaled = x.float() * scale
+    # float64 is scaled and clamped in float64 and rounded to fp32 *to odd* before the float8
+    # cast, so it is rounded once (torch's float64 -> float8 cast goes through fp32 with
+    # round-to-nearest, which double-rounds near ties); other dtypes are exact in fp32
+    scaled = (x if x.dtype == torch.float64 else x.float()) * scale
     clamped = scaled.clamp(-f.max, f.max)  # clamp keeps NaN as NaN
+    if clamped.dtype == torch.float64:
+        clamped = _round_to_odd_fp32(clamped)
     q = clamped.to(f.dtype)
     if stats is not None:
         # Counted on the scaled fp32 values, without decoding the payload (an E4M3 decode
@@ -132,6 +137,17 @@ def quantize(
                                               & (magnitude <= f.min_subnormal / 2))),
         )
     return q
+
+
+def _round_to_odd_fp32(x: torch.Tensor) -> torch.Tensor:
+    """float64 -> float32 truncated toward zero with the last bit set when inexact
+    ("round to odd"): a later rounding to any format with fewer than 23 mantissa bits then
+    equals one correct rounding of the float64 value."""
+    y = x.float()
+    away = y.double().abs() > x.abs()
+    y = torch.where(away, torch.nextafter(y, torch.zeros_like(y)), y)
+    inexact = (y.double() != x) & torch.isfinite(x)
+    return (y.view(torch.int32) | inexact.to(torch.int32)).view(torch.float32)
 
 
 def dequantize(q: torch.Tensor, scale: float | torch.Tensor = 1.0,

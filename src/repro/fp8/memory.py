@@ -1,4 +1,9 @@
-"""Bytes per parameter of the training state, measured from real tensors (FP8-LM §2.2, §3; Table 5).
+"""Bytes per parameter of the training state (FP8-LM §2.2, §3; Table 5), two ways.
+
+:func:`held_bytes` counts what a training process *holds*: every live tensor of a model and
+its optimizer, each storage once (the measurement). :func:`training_state_bytes` is the paper's
+*accounting* of a level's layout (what follows), for models too large to build or for ZeRO
+over ranks one process cannot be; notebook 03 shows both side by side.
 
 For every parameter the state of a level is *built* — one tensor per role in its storage dtype
 (``float8_e4m3fn``/``float8_e5m2`` 1 byte, fp16/bf16 2, fp32 4) wrapped in a
@@ -37,7 +42,8 @@ from .tensor import ScaledTensor
 from .zero import partition_greedy
 
 __all__ = ["StateLayout", "LAYOUTS", "PAPER_BYTES_PER_PARAM", "TrainingStateBytes",
-           "training_state_bytes", "bytes_per_param_table", "fp8_linear_weights"]
+           "training_state_bytes", "bytes_per_param_table", "fp8_linear_weights", "HeldBytes",
+           "held_bytes"]
 
 _DTYPES = {"e4m3": torch.float8_e4m3fn, "e5m2": torch.float8_e5m2, "fp16": torch.float16,
            "bf16": torch.bfloat16, "fp32": torch.float32}
@@ -106,11 +112,14 @@ def _layout(level: Any) -> StateLayout:
 
 
 def fp8_linear_weights(model: nn.Module) -> set[int]:
-    """ids of the weights of ``nn.Linear`` modules (and of classes named ``*Linear``)."""
+    """ids of the weights of ``nn.Linear`` modules (and of classes named ``*Linear``), except a
+    weight tied to an embedding (a tied output layer): MS-AMP keeps that one in high
+    precision, as the embedding it is."""
+    embedded = {id(m.weight) for m in model.modules() if isinstance(m, nn.Embedding)}
     out = set()
     for module in model.modules():
         weight = getattr(module, "weight", None)
-        if isinstance(weight, torch.Tensor) and (
+        if isinstance(weight, torch.Tensor) and id(weight) not in embedded and (
                 isinstance(module, nn.Linear) or type(module).__name__.endswith("Linear")):
             out.add(id(weight))
     return out
@@ -250,3 +259,119 @@ def bytes_per_param_table(
                      "bytes_per_param": r.bytes_per_param,
                      "max_bytes_per_param": r.max_bytes_per_param, "paper": paper})
     return rows
+
+
+# ------------------------------------------------------------------------ bytes really held
+@dataclass
+class HeldBytes:
+    """What :func:`held_bytes` counted: bytes per kind, and the share of the FP8 linear
+    weights (their parameter, gradient, optimizer state, scales and cached FP8 copies)."""
+
+    num_params: int
+    by_kind: dict[str, int] = field(default_factory=dict)
+    fp8_linear_params: int = 0
+    fp8_linear_bytes: int = 0
+
+    @property
+    def total_bytes(self) -> int:
+        return sum(self.by_kind.values())
+
+    @property
+    def bytes_per_param(self) -> float:
+        return self.total_bytes / max(self.num_params, 1)
+
+    @property
+    def fp8_linear_bytes_per_param(self) -> float:
+        return self.fp8_linear_bytes / max(self.fp8_linear_params, 1)
+
+
+class _StorageCounter:
+    """Counts each tensor storage once (views and shared tensors are not counted twice)."""
+
+    def __init__(self) -> None:
+        self.seen: set[tuple[str, int]] = set()
+
+    def add(self, t: Any) -> int:
+        from .tensor import ScaledTensor
+
+        if t is None:
+            return 0
+        if isinstance(t, ScaledTensor):
+            scale = t.scale
+            extra = 0
+            if not isinstance(scale, torch.Tensor) and t.fmt not in ("bf16", "fp32"):
+                extra = 4  # a Python-float scale stands for one fp32 number
+            return self.add(t.payload) + (self.add(scale) if isinstance(scale, torch.Tensor)
+                                          else extra)
+        if isinstance(t, (tuple, list)):
+            return sum(self.add(x) for x in t)
+        if isinstance(t, dict):
+            return sum(self.add(x) for x in t.values())
+        if not isinstance(t, torch.Tensor) or t.device.type == "meta":
+            return 0
+        storage = t.untyped_storage()
+        key = (str(t.device), storage.data_ptr())
+        if key in self.seen:
+            return 0
+        self.seen.add(key)
+        return storage.nbytes()
+
+
+def _meta_tensors(meta: Any) -> list[Any]:
+    """Device tensors an FP8 layer's scaling keeps (fast path: scales, histories, counters,
+    the cached FP8 weight copy). The reference keeps Python floats: nothing to count."""
+    out: list[Any] = []
+    for state in getattr(meta, "states", {}).values():
+        for name in ("scale", "history", "overflow", "underflow", "overflow_casts"):
+            value = getattr(state, name, None)
+            if isinstance(value, torch.Tensor):
+                out.append(value)
+    cache = getattr(meta, "_weight_cache", None)
+    if cache is not None:
+        out.append(cache[1])
+    flag = getattr(meta, "found_inf", None)
+    if isinstance(flag, torch.Tensor):
+        out.append(flag)
+    return out
+
+
+def held_bytes(model: nn.Module, optimizer: torch.optim.Optimizer | None = None) -> HeldBytes:
+    """Count every live tensor ``model`` and ``optimizer`` hold, each storage once.
+
+    Kinds: ``weights`` (parameters), ``grads`` (``.grad`` and the FP8 ``weight_grad`` of
+    stored-master layers), ``optimizer`` (every tensor in ``optimizer.state``, FP8AdamW's
+    scaled moments and O3 masters included), ``fp8_scaling`` (buffers such as
+    ``weight_scale``, and what the FP8 layers keep on the device: scales, amax histories,
+    cached FP8 weight copies). Nothing is derived from dtypes or a layout: this is the
+    measurement that :func:`training_state_bytes` (the paper's accounting) is checked against.
+    Activations are not counted (they live only during a step).
+    """
+    from .linear import FP8Linear
+
+    counter = _StorageCounter()
+    kinds = {"weights": 0, "grads": 0, "optimizer": 0, "fp8_scaling": 0}
+    params = {id(p): p for p in model.parameters()}
+    layers = [m for m in model.modules() if isinstance(m, FP8Linear)]
+    fp8_ids = {id(m.weight) for m in layers} & fp8_linear_weights(model)
+    fp8_bytes = 0
+    state = optimizer.state if optimizer is not None else {}
+    layer_of = {id(m.weight): m for m in layers}
+    # the FP8 linear weights first, so their share is attributed to them
+    for pid in sorted(params, key=lambda i: i not in fp8_ids):
+        p = params[pid]
+        parts = {"weights": counter.add(p), "grads": counter.add(p.grad),
+                 "optimizer": counter.add(dict(state.get(p, {})))}
+        layer = layer_of.get(pid)
+        if layer is not None:
+            parts["grads"] += counter.add(layer.weight_grad)
+            parts["fp8_scaling"] = (counter.add(getattr(layer, "weight_scale", None))
+                                    + counter.add(_meta_tensors(layer.fp8)))
+        for kind, n in parts.items():
+            kinds[kind] += n
+        if pid in fp8_ids:
+            fp8_bytes += sum(parts.values())
+    for buffer in model.buffers():
+        kinds["fp8_scaling"] += counter.add(buffer)
+    return HeldBytes(num_params=sum(p.numel() for p in params.values()), by_kind=kinds,
+                     fp8_linear_params=sum(params[i].numel() for i in fp8_ids),
+                     fp8_linear_bytes=fp8_bytes)

@@ -41,7 +41,12 @@ def power_of_two_scale(amax_value: float, fp_max: float, margin: int = 0,
     """
     if not math.isfinite(amax_value) or amax_value <= 0.0:
         return previous
-    exp = math.floor(math.log2(fp_max / amax_value)) - margin
+    ratio = fp_max / amax_value
+    if math.isinf(ratio):  # a subnormal amax: fp_max / amax overflows a double
+        return 2.0**MAX_EXPONENT
+    # floor(log2(ratio)) exactly, from the binary exponent (frexp: ratio = m·2**e, m in [0.5, 1));
+    # math.log2 can round 2**k·(1 - ε) up to k. The device path uses torch.frexp the same way.
+    exp = math.frexp(ratio)[1] - 1 - margin
     # keep the scale a finite fp32 number: a tiny amax would otherwise give 2**200 = inf in
     # fp32, and inf * 0 = NaN
     return 2.0 ** max(min(exp, MAX_EXPONENT), -MAX_EXPONENT)

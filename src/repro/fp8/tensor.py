@@ -29,7 +29,7 @@ class ScaledTensor:
     """``value ≈ payload / scale``; ``fmt`` is one of :data:`STORAGE_FORMATS`."""
 
     payload: torch.Tensor
-    scale: float
+    scale: float | torch.Tensor  # a Python float (reference) or a 0-dim device tensor (fast)
     fmt: str
 
     @classmethod
@@ -64,6 +64,26 @@ class ScaledTensor:
         # bf16 / fp32: no scaling
         return cls(x.to(_TORCH_DTYPES[fmt]).clone(), 1.0, fmt)
 
+    @classmethod
+    def encode(cls, x: torch.Tensor, fmt: str,
+               previous_scale: torch.Tensor | None = None) -> ScaledTensor:
+        """:meth:`from_float` with the scale computed on the device (a 0-dim fp32 tensor, no
+        host sync); the payload and scale equal :meth:`from_float`'s bit for bit."""
+        from .linear import _device_scale
+
+        if fmt not in STORAGE_FORMATS:
+            raise ValueError(f"unknown storage format {fmt!r}: choose one of {STORAGE_FORMATS}")
+        x = x.detach()
+        if fmt in ("bf16", "fp32"):
+            return cls(x.to(_TORCH_DTYPES[fmt]).clone(), 1.0, fmt)
+        fp_max = FP16_MAX if fmt == "fp16" else FORMATS[fmt].max
+        if previous_scale is None:
+            previous_scale = torch.ones((), dtype=torch.float32, device=x.device)
+        scale = _device_scale(x.abs().amax() if x.numel() else torch.zeros((), device=x.device),
+                              fp_max, previous_scale)
+        dtype = torch.float16 if fmt == "fp16" else FORMATS[fmt].dtype
+        return cls((x.float() * scale).clamp(-fp_max, fp_max).to(dtype), scale, fmt)
+
     def float(self) -> torch.Tensor:
         """Dequantised fp32 value."""
         return self.payload.float() / self.scale
@@ -87,7 +107,8 @@ class ScaledTensor:
         if payload.dtype in (torch.float8_e4m3fn, torch.float8_e5m2):
             payload = payload.view(torch.uint8)
         return {f"{prefix}.payload": payload.contiguous(),
-                f"{prefix}.scale": torch.tensor([self.scale], dtype=torch.float64)}
+                f"{prefix}.scale": torch.as_tensor(self.scale, dtype=torch.float64)
+                .detach().cpu().reshape(1)}
 
     @classmethod
     def from_state(cls, state: dict[str, torch.Tensor], prefix: str, fmt: str) -> ScaledTensor:

@@ -27,7 +27,7 @@ import torch
 from .tensor import ScaledTensor
 
 __all__ = ["partition_greedy", "partition_contiguous", "partition_report", "PartitionReport",
-           "tensor_sizes"]
+           "tensor_sizes", "meta_gpt"]
 
 Sizes = Mapping[Hashable, Any] | Sequence[int]
 
@@ -187,3 +187,14 @@ def partition_report(sizes: Sizes, world_size: int, scheme: str = "greedy", *,
     cut = sum(1 for c in holders.values() if c > 1)
     return PartitionReport(scheme, world_size, loads, len(table), cut,
                            sum(holders.values()), padding)
+
+
+def meta_gpt(model: str = "125m", vocab_size: int = 50257, seq_len: int | None = None):
+    """The trainer's GPT (:data:`repro.lm.train_gpt.MODELS`, Table 1 sizes: ``"125m"``,
+    ``"7b"``, ``"13b"``, ``"175b"``) built on the ``meta`` device: every parameter has its
+    shape and dtype but no storage, so a 175B model costs nothing to partition."""
+    from repro.lm.train_gpt import MODELS, build_model
+
+    if model not in MODELS:
+        raise ValueError(f"unknown model {model!r}: choose one of {sorted(MODELS)}")
+    return build_model(MODELS[model], vocab_size, seq_len=seq_len, device="meta")

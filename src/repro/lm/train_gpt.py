@@ -39,11 +39,15 @@ Departures from the paper and MS-AMP, all stated, none silent:
   data, but one 80 GB GPU per rank holds neither.
 * The tied output layer stays in high precision (Megatron computes it from the embedding
   weight, which MS-AMP never converts); every other linear layer is FP8.
-* Weights are fp32 ``nn.Parameter`` s holding the decoded master copy, and gradients are fp32
-  between the backward and the step. FP8 storage is real for the GEMM operands, the all-reduce
-  payload and the optimizer states (FP8AdamW keeps real float8/float16 tensors), not for the
-  weights and gradients the model holds, so the paper's memory saving (Table 5, −29 % at 7B)
-  is not realised; the log reports the optimizer-state bytes, where the saving is real.
+* Weights are fp32 ``nn.Parameter`` s holding the decoded master value (FP8AdamW updates them
+  in place; there is no shadow copy), and gradients are fp32 between the backward and the step:
+  DDP's FP8 comm hook and gradient clipping read ``.grad``. FP8 storage is real for the GEMM
+  operands, the all-reduce payload and the optimizer's moments, not for the weights and
+  gradients, so the paper's memory saving (Table 5, −29 % at 7B) is not realised by this
+  trainer. The library has the stored-master path that realises it in one process
+  (``repro.fp8.convert(..., store_master=True)``: FP16 + scale weights, FP8 gradients, 6 bytes
+  per FP8 linear weight, measured by :func:`repro.fp8.memory.held_bytes`); wiring it into DDP
+  (an FP8 gradient bucket instead of ``.grad``) and clipping is not done.
 * fp8-o3: the optimizer states (FP16 master, E4M3 m, FP16 v) are sharded by whole tensors
   (torch's greedy partition, by element count: Algorithm 1 of §2.3 by bytes, but applied per
   parameter group), gradients are all-reduced in FP8 (ZeRO-1, where MS-AMP reduce-scatters to
@@ -84,11 +88,12 @@ from torch import nn
 
 from repro.distributed import DistInfo, all_reduce_mean, barrier, init_from_env, read_env, shutdown
 from repro.errors import CheckpointError, DataUnavailableError, ReproError
+from repro.fp8.optim import param_groups  # AdamW groups (FP8 linear weights first)
 from repro.train import CHECKPOINT_NAME, History, TrainConfig, lr_factor, resolve_resume
 
 __all__ = ["GPTConfig", "MODELS", "PRECISIONS", "TokenData", "write_token_file",
            "load_token_file", "load_data", "global_batch_starts", "rank_batch", "build_model",
-           "param_groups", "build_training", "param_digest", "add_parser", "add_arguments",
+           "build_training", "param_digest", "add_parser", "add_arguments",
            "resolve_args", "main", "cli"]
 
 PRECISIONS = ("fp32", "bf16", "fp8-o1", "fp8-o2", "fp8-o3")
@@ -330,29 +335,6 @@ def _is_tied(model: nn.Module) -> bool:
 
 
 # ----------------------------------------------------------------------------- precision
-_FP32_STATES = dict(master_format="fp32", exp_avg_format="fp32", exp_avg_sq_format="fp32",
-                    grad_format=None)
-
-
-def param_groups(model: nn.Module, weight_decay: float, fp8: bool = False) -> list[dict]:
-    """AdamW groups: weight decay on matrices (not on norm gains). With ``fp8``, the FP8 linear
-    weights form the first group (the level's formats) and every other parameter keeps fp32
-    states (MS-AMP: only FP8 linear weights get low-precision states)."""
-    from repro.fp8.linear import FP8Linear
-
-    fp8_ids = {id(m.weight) for m in model.modules() if isinstance(m, FP8Linear)} if fp8 else set()
-    fp8_w, matrices, vectors = [], [], []
-    for p in model.parameters():  # each Parameter once, the tied embedding included
-        if not p.requires_grad:
-            continue
-        (fp8_w if id(p) in fp8_ids else matrices if p.ndim >= 2 else vectors).append(p)
-    extra = _FP32_STATES if fp8 else {}
-    groups = [{"params": fp8_w, "weight_decay": weight_decay},
-              {"params": matrices, "weight_decay": weight_decay, **extra},
-              {"params": vectors, "weight_decay": 0.0, **extra}]
-    return [g for g in groups if g["params"]]
-
-
 class _ZeroCheckpoint:
     """Let :func:`repro.train.save_checkpoint` / ``load_checkpoint`` see one optimizer when the
     states are sharded: ``state_dict`` is ZeRO's consolidated state (call
