@@ -306,9 +306,10 @@ def _worker(rank: int, world: int, folder: Path, fmt: str, scheme: str, accumula
     tensors |= {f"fp8/{n}": t.contiguous() for n, t in zip(names, fp8, strict=True)}
     stats = {"fp8_ms": fp8_ms, "fp32_ms": fp32_ms, "fp8_cpu_ms": fp8_cpu,
              "fp32_cpu_ms": fp32_cpu, "mu_after": mu if math.isfinite(mu) else None}
-    tmp = folder / f".out{rank}.safetensors"
-    save_file(tensors, str(tmp), metadata={"stats": json.dumps(stats)})
-    os.replace(tmp, folder / f"out{rank}.safetensors")
+    from repro.io import atomic_save
+
+    atomic_save(folder / f"out{rank}.safetensors",
+                lambda tmp: save_file(tensors, tmp, metadata={"stats": json.dumps(stats)}))
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -74,7 +74,6 @@ import contextlib
 import hashlib
 import json
 import math
-import os
 import random
 import time
 from dataclasses import asdict, dataclass
@@ -211,10 +210,11 @@ def write_token_file(path: str | Path, ids: Any, vocab_size: int, **extra: Any) 
         raise ValueError(f"ids must be 1-D, got shape {arr.shape}")
     if arr.size and (arr.min() < 0 or arr.max() >= vocab_size):
         raise ValueError(f"token ids must lie in [0, {vocab_size}), got {arr.min()}..{arr.max()}")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    arr.astype(_TOKEN_DTYPES[dtype]).tofile(path)
+    from repro.io import atomic_write_bytes, atomic_write_text
+
+    atomic_write_bytes(path, arr.astype(_TOKEN_DTYPES[dtype]).tobytes())
     meta = {"dtype": dtype, "vocab_size": int(vocab_size), "num_tokens": int(arr.size), **extra}
-    _sidecar(path).write_text(json.dumps(meta, indent=2) + "\n")
+    atomic_write_text(_sidecar(path), json.dumps(meta, indent=2) + "\n")
     return path
 
 
@@ -643,10 +643,9 @@ def _save_fp8_state(output: Path, rank: int, step: int, training: Training) -> N
 
     state = {"step": step, "scaling": fp8_scaling_state(training.module),
              "autoscaler": asdict(training.comm_state.autoscaler) if training.comm_state else None}
-    path = _fp8_state_path(output, rank)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(state))
-    os.replace(tmp, path)
+    from repro.io import atomic_write_text
+
+    atomic_write_text(_fp8_state_path(output, rank), json.dumps(state))
 
 
 def _load_fp8_state(output: Path, rank: int, step: int, training: Training) -> None:
@@ -692,7 +691,9 @@ def _write_config(args: argparse.Namespace, info: DistInfo, n_params: int, step:
     config.update(vocab_size=args.token_data.vocab_size, num_params=n_params,
                   device=str(info.device), limitation=O3_LIMITATION
                   if args.precision == "fp8-o3" else None)
-    (args.output / "config.json").write_text(json.dumps(config, indent=2) + "\n")
+    from repro.io import atomic_write_text
+
+    atomic_write_text(args.output / "config.json", json.dumps(config, indent=2) + "\n")
     print(f"gpt-{args.model} ({n_params / 1e6:.1f}M params, vocab {args.token_data.vocab_size}) "
           f"{args.precision} on {info.world_size} x {info.device}: {args.global_batch} x "
           f"{args.seq_len} tokens/step = {info.world_size} ranks x {args.micro_batch} x "
