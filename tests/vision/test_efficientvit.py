@@ -208,7 +208,8 @@ def test_pretrained_missing_checkpoint_file_is_a_clear_error(tmp_path):
 def test_pretrained_corrupt_checkpoint_file_is_a_clear_error(tmp_path):
     corrupt = tmp_path / "corrupt.safetensors"
     corrupt.write_bytes(b"\x00\x01 not a checkpoint")
-    with pytest.raises(CheckpointError, match="could not load checkpoint_file .*corrupt"):
+    with pytest.raises(CheckpointError,
+                       match="could not read checkpoint_file .*corrupt.safetensors.*truncated"):
         ev.create_model("efficientvit_m0", pretrained=True, checkpoint_file=corrupt)
 
 
@@ -285,10 +286,11 @@ def test_head_redundancy_matches_hand_computed_cosines():
     head_b = torch.tensor([[0.0, 1.0], [0.5, 0.5]])
     # flattened: (1, 0, .5, .5) . (0, 1, .5, .5) = 0.5, both norms^2 = 1.5 -> cosine 1/3
     layer1 = torch.stack([head_a, head_b])[None]
-    assert ev.head_redundancy(layer1) == pytest.approx(1 / 3)
+    assert ev.head_redundancy(layer1, "mean") == pytest.approx(1 / 3)
+    assert ev.head_redundancy(layer1, "max") == pytest.approx(1 / 3)  # two heads: the same
     # averaged over layers: (1/3 + 1) / 2
     layer2 = torch.stack([head_a, head_a])[None]
-    assert ev.head_redundancy({"a": layer1, "b": layer2}) == pytest.approx(2 / 3)
+    assert ev.head_redundancy({"a": layer1, "b": layer2}, "mean") == pytest.approx(2 / 3)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -320,3 +322,174 @@ def test_mhsa_model_has_more_parameters_than_cga_at_equal_width():
     extra = sum(dim * (2 * 16 + dim // 2) for dim in (32, 48, 64))
     assert ev.count_params(mhsa) - ev.count_params(cga) == extra
     assert ev.count_flops(mhsa, img_size=32) > ev.count_flops(cga, img_size=32)
+
+
+# ---------------------------------------------------------------------------------------------
+# Sizes that are not multiples of 16, train mode, padded windows (issue 14, part 3)
+# ---------------------------------------------------------------------------------------------
+
+
+def _window_sizes(model: torch.nn.Module) -> list[int]:
+    return [b.mixer.window_size for stage in model.stages for b in stage.blocks]
+
+
+def _timm_window_sizes(model: torch.nn.Module) -> list[int]:
+    return [b.mixer.m.attn.resolution for stage in model.stages for b in stage.blocks]
+
+
+@pytest.mark.parametrize(("size", "windows"), [(192, [7, 6, 6, 3, 3, 3]),
+                                               (200, [7, 6, 6, 3, 3, 3]),
+                                               (256, [7, 7, 7, 4, 4, 4])])
+def test_window_sizes_follow_img_size_over_16_like_timm(size, windows):
+    # by hand: 200 // 16 = 12 -> min(7, 12) = 7; (12 - 1) // 2 + 1 = 6; (6 - 1) // 2 + 1 = 3
+    ours = ev.create_model("efficientvit_m0", img_size=size)
+    assert _window_sizes(ours) == windows
+    assert _timm_window_sizes(timm.create_model("efficientvit_m0", img_size=size)) == windows
+
+
+@pytest.mark.parametrize("size", [192, 200])
+def test_outputs_match_timm_at_sizes_that_pad_their_windows(size):
+    # at 200 px the stage-1 map is 13 x 13 in 7 x 7 windows and the stage-2 map 7 x 7 in
+    # 6 x 6 windows: both are zero-padded, partitioned and cropped
+    reference = randomize_(timm.create_model("efficientvit_m1", img_size=size), seed=7).eval()
+    ours = ev.load_timm_state_dict(ev.create_model("efficientvit_m1", img_size=size),
+                                   reference.state_dict()).eval()
+    x = images(2, size)
+    assert ours.patch_embed(x).shape[-1] == (13 if size == 200 else 12)
+    with torch.no_grad():
+        torch.testing.assert_close(ours(x), reference(x), atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("size", [192, 200, 256])
+def test_pretrained_path_at_other_sizes_matches_timms_pretrained_path(tmp_path, size):
+    from safetensors.torch import save_file
+
+    trained = random_timm("efficientvit_m0", seed=8)  # a 224-px checkpoint, like the release
+    path = tmp_path / "model.safetensors"
+    save_file({k: v.contiguous() for k, v in trained.state_dict().items()}, str(path))
+    reference = timm.create_model("efficientvit_m0", pretrained=True, img_size=size,
+                                  pretrained_cfg_overlay=dict(file=str(path))).eval()
+    ours = ev.create_model("efficientvit_m0", pretrained=True, checkpoint_file=path,
+                           img_size=size).eval()
+    x = images(1, size)
+    with torch.no_grad():
+        torch.testing.assert_close(ours(x), reference(x), atol=1e-5, rtol=1e-5)
+
+
+def test_train_mode_outputs_and_gradients_match_timm():
+    reference = randomize_(timm.create_model("efficientvit_m0", img_size=200), seed=9).train()
+    ours = ev.load_timm_state_dict(ev.create_model("efficientvit_m0", img_size=200),
+                                   reference.state_dict()).train()
+    x = images(3, 200)
+    target = torch.tensor([1, 5, 999])
+    losses = []
+    for model in (reference, ours):
+        loss = torch.nn.functional.cross_entropy(model(x), target)
+        loss.backward()
+        losses.append(loss.detach())
+    torch.testing.assert_close(losses[1], losses[0], atol=1e-5, rtol=1e-5)
+    ours_params = dict(ours.named_parameters())
+    names = ev.convert_timm_state_dict({n: p for n, p in reference.named_parameters()})
+    assert len(names) == len(ours_params)
+    checked = 0
+    for (timm_name, timm_param), our_name in zip(reference.named_parameters(), names,
+                                                 strict=True):
+        grad = ours_params[our_name].grad
+        assert grad is not None, our_name
+        torch.testing.assert_close(grad, timm_param.grad, atol=1e-5, rtol=1e-4,
+                                   msg=f"{our_name} vs {timm_name}")
+        checked += int(timm_param.grad.abs().max() > 0)
+    assert checked > len(names) // 2  # most gradients are non-zero: the test sees them
+
+
+# ---------------------------------------------------------------------------------------------
+# Pretrained-load errors that say what is wrong
+# ---------------------------------------------------------------------------------------------
+
+
+def _saved_timm(tmp_path, name: str, mutate=None):
+    from safetensors.torch import save_file
+
+    state = {k: v.contiguous().clone() for k, v in
+             timm.create_model(name, pretrained=False).state_dict().items()}
+    if mutate:
+        mutate(state)
+    path = tmp_path / f"{name}.safetensors"
+    save_file(state, str(path))
+    return path
+
+
+def test_weights_of_another_variant_are_named_in_the_error(tmp_path):
+    path = _saved_timm(tmp_path, "efficientvit_m1")
+    with pytest.raises(CheckpointError, match="weights of M1 given to M0"):
+        ev.create_model("efficientvit_m0", pretrained=True, checkpoint_file=path)
+    with pytest.raises(CheckpointError, match="weights of M1 given to M0"):
+        ev.load_timm_state_dict(ev.create_model("efficientvit_m0"),
+                                timm.create_model("efficientvit_m1").state_dict())
+
+
+def test_a_directory_as_checkpoint_file_is_a_clear_error(tmp_path):
+    with pytest.raises(CheckpointError, match="is a directory, not a file"):
+        ev.create_model("efficientvit_m0", pretrained=True, checkpoint_file=tmp_path)
+
+
+def test_nan_weights_are_refused_naming_the_tensor(tmp_path):
+    def poison(state):
+        state["stages.1.blocks.0.ffn0.m.pw1.conv.weight"][0, 0] = float("nan")
+
+    path = _saved_timm(tmp_path, "efficientvit_m0", poison)
+    with pytest.raises(CheckpointError, match=r"stages\.1\.blocks\.0\.ffn0.*NaN or inf"):
+        ev.create_model("efficientvit_m0", pretrained=True, checkpoint_file=path)
+
+
+def test_a_checkpoint_of_no_variant_is_refused(tmp_path):
+    from safetensors.torch import save_file
+
+    path = tmp_path / "other.safetensors"
+    save_file({"conv.weight": torch.zeros(3, 3)}, str(path))
+    with pytest.raises(CheckpointError, match=r"fit none of the variants\); expected M0"):
+        ev.create_model("efficientvit_m0", pretrained=True, checkpoint_file=path)
+
+
+def test_identify_variant_names_each_of_m0_to_m5():
+    for name in PAPER_VARIANTS:
+        state = timm.create_model(name, pretrained=False, num_classes=10).state_dict()
+        assert ev.identify_variant(state) == name
+
+
+def test_img_size_below_the_stem_stride_is_refused():
+    with pytest.raises(ValueError, match="smaller than the stem's stride 16"):
+        ev.create_model("efficientvit_m0", img_size=8)
+
+
+# ---------------------------------------------------------------------------------------------
+# Folding the baselines' BatchNorm; the paper's redundancy measure
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["mobilenetv3_large_100", "mobilevit_xxs"])
+def test_fold_batchnorm_with_an_example_folds_timm_baselines(name):
+    torch.manual_seed(0)
+    model = randomize_(timm.create_model(name, pretrained=False), seed=10).eval()
+    x = images(2)
+    folded = ev.fold_batchnorm(model, x[:1])
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in folded.modules())
+    assert any(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())  # untouched
+    with torch.no_grad():
+        expected = model(x)
+        torch.testing.assert_close(folded(x), expected, rtol=1e-4,
+                                   atol=1e-5 * expected.abs().max().item())
+
+
+def test_head_redundancy_max_takes_each_heads_closest_other_head():
+    head_a = torch.eye(3)  # each query attends to itself
+    head_b = head_a.clone()  # identical to a: cosine 1
+    head_c = torch.full((3, 3), 1 / 3)  # uniform
+    # by hand: a . c = 3 * 1/3 = 1, |a| = sqrt(3), |c| = sqrt(9 / 9) = 1 -> cosine 1/sqrt(3)
+    cos_ac = 1 / 3**0.5
+    maps = torch.stack([head_a, head_b, head_c])[None]
+    # max: a -> b (1), b -> a (1), c -> a or b (1/sqrt3); mean over the 3 pairs
+    assert ev.head_redundancy(maps, "max") == pytest.approx((1 + 1 + cos_ac) / 3)
+    assert ev.head_redundancy(maps, "mean") == pytest.approx((1 + 2 * cos_ac) / 3)
+    with pytest.raises(ValueError, match="reduction"):
+        ev.head_redundancy(maps, "median")

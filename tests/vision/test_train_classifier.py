@@ -5,6 +5,7 @@ leaves a corrupt checkpoint as it was), and uses the paper's recipe by default."
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import socket
 from pathlib import Path
@@ -43,7 +44,8 @@ def data(tmp_path_factory) -> Path:
 def tiny_args(data: Path, output: Path, *extra: str) -> list[str]:
     return ["train", "efficientvit", "--model", "efficientvit_tiny", "--data", str(data),
             "--img-size", "32", "--batch-size", "8", "--device", "cpu", "--workers", "0",
-            "--output", str(output), "--lr", "0.01", "--warmup-epochs", "1", *extra]
+            "--output", str(output), "--lr", "0.01", "--warmup-epochs", "1",
+            "--no-repeated-aug", *extra]  # 16 images: RASampler would cut an epoch to 0
 
 
 def history_of(checkpoint: Path) -> History:
@@ -160,6 +162,7 @@ def test_defaults_are_the_papers_recipe(tmp_path):
     assert (args.smoothing, args.mixup, args.cutmix, args.reprob) == (0.1, 0.8, 1.0, 0.25)
     assert (args.randaugment, args.color_jitter) == ("rand-m9-mstd0.5-inc1", 0.4)
     assert (args.clip_grad, args.ema_decay, args.amp) == (0.02, 0.99996, False)
+    assert args.repeated_aug is True and args.attention == "cascaded"  # main.py's defaults
     assert tc.scaled_lr(256, 8) == pytest.approx(4e-3)  # the paper's 2048 images per step
     assert args.func is tc.main
 
@@ -187,7 +190,7 @@ def test_randaugment_zero_bit_posterize_gives_the_black_image_of_older_pillow(da
     tc.add_arguments(parser)
     args = tc.resolve_args(parser.parse_args(
         ["--data", str(data), "--model", "efficientvit_tiny", "--batch-size", "8",
-         "--output", str(tmp_path)]))
+         "--output", str(tmp_path), "--no-repeated-aug"]))
     train, _ = tc.build_datasets(args)
     (randaugment,) = [t for t in train.transform.transforms if isinstance(t, RandAugment)]
     (op,) = [op for op in randaugment.ops if op.name == "PosterizeIncreasing"]
@@ -228,3 +231,73 @@ def test_two_process_run_like_torchrun_trains_with_ddp(data, tmp_path):
     assert hist.step == [2]  # 16 images / (2 ranks x 4)
     assert hist.evals[0]["images"] == 8  # the val shards cover every image once
     assert (out / "config.json").exists()
+
+
+def _parsed(data: Path, output: Path, *extra: str) -> argparse.Namespace:
+    parser = argparse.ArgumentParser()
+    tc.add_arguments(parser)
+    return tc.resolve_args(parser.parse_args(
+        ["--data", str(data), "--model", "efficientvit_tiny", "--img-size", "32",
+         "--output", str(output), *extra]))
+
+
+def test_repeated_augmentation_is_on_by_default_and_says_when_data_is_too_small(data, tmp_path):
+    # RASampler: floor(16 // 256 * 256 / 1) = 0 images per epoch
+    assert tc.samples_per_rank(16, 1, repeated_aug=True) == 0
+    assert tc.samples_per_rank(1000, 2, repeated_aug=True) == 384  # 768 / 2
+    assert tc.samples_per_rank(1000, 2, repeated_aug=False) == 500
+    args = _parsed(data, tmp_path, "--batch-size", "8")
+    with pytest.raises(tc.ReproError, match="--no-repeated-aug for a small data set"):
+        tc.build_datasets(args)
+
+
+def test_repeated_augmentation_uses_timms_repeat_aug_sampler(data, tmp_path):
+    from timm.data.distributed_sampler import RepeatAugSampler
+
+    from repro.distributed import DistInfo
+
+    args = _parsed(data, tmp_path, "--batch-size", "8", "--workers", "0")
+    train, val = tc.build_datasets(tc.argparse.Namespace(**{**vars(args),
+                                                           "repeated_aug": False}))
+    _, _, sampler = tc.build_loaders(train, val, args, DistInfo())
+    assert isinstance(sampler, RepeatAugSampler)
+
+
+def test_lr_at_each_epoch_boundary_follows_the_official_loop(data, tmp_path):
+    from repro.distributed import DistInfo
+
+    args = _parsed(data, tmp_path, "--batch-size", "8", "--lr", "4e-3", "--mixup", "0",
+                   "--cutmix", "0")
+    _, _, optimizer, scheduler = tc.build_training(args, DistInfo())
+    base, start, floor, warmup, epochs = 4e-3, 1e-6, 1e-5, 5, 300
+
+    def schedule(t: int) -> float:  # timm's CosineLRScheduler at epoch value t, by hand
+        if t < warmup:
+            return start + t * (base - start) / warmup
+        return floor + 0.5 * (base - floor) * (1 + math.cos(math.pi * t / epochs))
+
+    # main.py steps the scheduler after each epoch: epoch e >= 1 runs at schedule(e - 1)
+    expected = {0: 1e-6, 1: 1e-6, 2: 8.008e-4, 3: schedule(2), 6: schedule(5),
+                299: schedule(298)}
+    assert expected[2] == pytest.approx(schedule(1))
+    for epoch, lr in expected.items():
+        assert tc.epoch_lr(scheduler, epoch) == pytest.approx(lr, rel=1e-9), epoch
+        assert optimizer.param_groups[0]["lr"] == pytest.approx(lr, rel=1e-9)
+
+
+def test_attention_option_trains_the_mhsa_variant(data, tmp_path):
+    from repro.distributed import DistInfo
+    from repro.vision.efficientvit import MultiHeadSelfAttention
+
+    args = _parsed(data, tmp_path, "--attention", "mhsa")
+    model, *_ = tc.build_training(args, DistInfo())
+    assert model.config.attention == "mhsa"
+    assert any(isinstance(m, MultiHeadSelfAttention) for m in model.modules())
+
+
+def test_train_loop_uses_repro_progress_not_raw_tqdm():
+    import inspect
+
+    source = inspect.getsource(tc)
+    assert "from tqdm" not in source and "import tqdm" not in source
+    assert "from repro.progress import progress" in source

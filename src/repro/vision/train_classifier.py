@@ -11,7 +11,12 @@ The recipe is the official one (microsoft/Cream, ``EfficientViT/classification/m
   decay 0.025 except on norms, biases and attention biases
   (``timm.optim.param_groups_weight_decay``);
 - cosine schedule, 5 warm-up epochs from 1e-6, minimum 1e-5, stepped once per epoch
-  (``timm.scheduler.CosineLRScheduler``);
+  (``timm.scheduler.CosineLRScheduler``) *after* the epoch, as ``main.py`` does: epoch 0 runs
+  at the warm-up lr the scheduler sets when it is built, and epoch e >= 1 at the schedule's
+  value for e - 1 (so epochs 0 and 1 both run at 1e-6, epoch 2 at 8.0e-4 for batch 2048);
+- repeated augmentation on by default (``main.py``'s ``--repeated-aug``, DeiT's RASampler:
+  3 augmented copies of each image on different ranks, epochs cut to a multiple of 256 images;
+  here timm's ``RepeatAugSampler``, the same algorithm); ``--no-repeated-aug`` turns it off;
 - RandAugment ``rand-m9-mstd0.5-inc1``, random erasing 0.25 (pixel mode), colour jitter 0.4,
   bicubic; evaluation resizes to 256/224 of the crop and centre-crops
   (``timm.data.create_transform``);
@@ -25,9 +30,8 @@ Departures from the official script:
 - The loop is this module's own, not :func:`repro.train.fit`: fit is indexed by step
   (``batch_fn(step)``) and has no place for sampler epochs, per-epoch learning rates, Mixup,
   AGC and an EMA copy in the checkpoint.
-- Samples come from ``DistributedSampler``; the official script defaults to repeated
-  augmentation (DeiT's RASampler, 3 repeats), available here as ``--repeated-aug`` (timm's
-  ``RepeatAugSampler``).
+- ``--attention mhsa`` trains the equal-width MHSA variant (the baseline of the paper's
+  attention comparison; not in the official script).
 - Validation is split across ranks so that every image counts once, and reports the EMA model
   as well; the official script's ``--dist-eval`` pads the last shard with repeated images.
 - Training is fp32, like the official script (its autocast is commented out); ``--amp`` turns
@@ -38,6 +42,9 @@ Departures from the official script:
 - Checkpoints are written at epoch ends (safetensors, atomic, rank 0). ``--max-steps`` ends
   the epoch in progress early and counts it as done. Every epoch reseeds from
   (seed, rank, epoch), so a resumed run continues with the numbers of an uninterrupted one.
+  This entry point owns its process and seeds its global RNGs (Python, NumPy, torch) itself,
+  because timm's augmentations (RandAugment, random erasing, Mixup) draw from them; the
+  official script seeds torch and NumPy with seed + rank once.
 """
 
 from __future__ import annotations
@@ -75,7 +82,8 @@ from repro.train import (
 )
 
 __all__ = ["add_parser", "add_arguments", "resolve_args", "scaled_lr", "param_groups",
-           "train_one_epoch", "evaluate", "load_weights", "main", "cli"]
+           "samples_per_rank", "epoch_lr", "train_one_epoch", "evaluate", "load_weights",
+           "main", "cli"]
 
 DATA_MANIFEST = "imagenet-1k"
 BASE_LR, BASE_BATCH = 1e-3, 512  # lr = BASE_LR x global batch / BASE_BATCH (main.py)
@@ -95,6 +103,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The options; recipe defaults are the official script's (spec §4.3)."""
     a = parser.add_argument
     a("--model", default="efficientvit_m4", help="efficientvit_m0..m5 or a toy variant")
+    a("--attention", choices=("cascaded", "mhsa"), default="cascaded",
+      help="cascaded group attention (the paper's) or equal-width MHSA (its baseline)")
     a("--data", type=Path, required=True, help="ImageFolder root with train/ and val/ "
       f"(manifest {DATA_MANIFEST})")
     a("--epochs", type=int, default=300)
@@ -125,7 +135,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     r("--color-jitter", type=float, default=0.4)
     r("--clip-grad", type=float, default=0.02, help="AGC clip factor; 0 turns it off")
     r("--ema-decay", type=float, default=0.99996, help="0 turns the EMA off")
-    r("--repeated-aug", action="store_true", help="timm RepeatAugSampler (official default)")
+    r("--repeated-aug", dest="repeated_aug", action="store_true", default=True,
+      help="3 augmented repeats per image across ranks (official default, on)")
+    r("--no-repeated-aug", dest="repeated_aug", action="store_false",
+      help="plain DistributedSampler instead")
     parser.set_defaults(func=main)
 
 
@@ -220,11 +233,22 @@ def build_datasets(args: argparse.Namespace):
         val = ImageFolder(str(args.data / "val"), transform=val_tf)
     except FileNotFoundError as err:  # a class folder without images
         raise DataUnavailableError(_data_help(args.data, str(err).rstrip("."))) from err
-    per_rank = len(train) // args.world_size
+    per_rank = samples_per_rank(len(train), args.world_size, args.repeated_aug)
     if per_rank < args.batch_size:
+        extra = (" (repeated augmentation cuts each epoch to a multiple of 256 images: pass "
+                 "--no-repeated-aug for a small data set)" if args.repeated_aug else "")
         raise ReproError(f"{args.data / 'train'} has {len(train)} images, {per_rank} per "
-                         f"process: not one full batch of {args.batch_size}; lower --batch-size")
+                         f"process and epoch{extra}: not one full batch of {args.batch_size}; "
+                         "lower --batch-size")
     return train, val
+
+
+def samples_per_rank(images: int, world_size: int, repeated_aug: bool) -> int:
+    """Training images one process sees per epoch: with repeated augmentation, DeiT's RASampler
+    rule floor(images // 256 * 256 / world_size); without, images // world_size."""
+    if repeated_aug:
+        return math.floor(images // 256 * 256 / world_size)
+    return images // world_size
 
 
 def _posterize(img, bits_to_keep: int, **_):
@@ -291,7 +315,8 @@ def build_training(args: argparse.Namespace, info: DistInfo):
 
     from repro.vision.efficientvit import create_model
 
-    model = create_model(args.model, img_size=args.img_size, num_classes=args.num_classes)
+    model = create_model(args.model, img_size=args.img_size, num_classes=args.num_classes,
+                         attention=args.attention)
     model.to(info.device)
     ema = ModelEmaV3(model, decay=args.ema_decay) if args.ema_decay > 0 else None
     optimizer = torch.optim.AdamW(param_groups(model, args.weight_decay), lr=args.lr)
@@ -335,14 +360,15 @@ def train_one_epoch(model: nn.Module, ema, loader, optimizer, criterion, mixup,
                     desc: str = "train") -> tuple[float, int]:
     """One pass over ``loader`` (at most ``max_batches``); returns (mean loss, steps)."""
     from timm.utils import dispatch_clip_grad
-    from tqdm import tqdm
+
+    from repro.progress import progress
 
     model.train()
     total, steps = torch.zeros((), device=info.device), 0
     total_batches = len(loader) if max_batches is None else min(len(loader), max_batches)
     batches = itertools.islice(loader, total_batches)
-    for images, target in tqdm(batches, desc=desc, total=total_batches, mininterval=1.0,
-                               disable=not info.is_main, leave=False):
+    for images, target in progress(batches, desc=desc, total=total_batches, unit="step",
+                                   enabled=info.is_main, leave=False):
         images = images.to(info.device, non_blocking=True)
         target = target.to(info.device, non_blocking=True)
         if mixup is not None:
@@ -425,15 +451,33 @@ def _evaluate_both(model: nn.Module, ema, loader, info: DistInfo, amp: bool) -> 
     return metrics
 
 
+def _seed_process(seed: int) -> None:
+    """Seed this process's global RNGs (the entry point owns the process; timm's augmentations
+    and the model's initialisers draw from them)."""
+    import random
+
+    import numpy as np
+
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def epoch_lr(scheduler, epoch: int) -> float:
+    """Set and return the lr of ``epoch`` as the official loop has it: the scheduler is
+    stepped after each epoch (``lr_scheduler.step(epoch)``), so epoch e >= 1 runs at the
+    schedule's value for e - 1 and epoch 0 at its value for 0 (the warm-up start)."""
+    scheduler.step(max(epoch - 1, 0))
+    return scheduler.optimizer.param_groups[0]["lr"]
+
+
 def main(args: argparse.Namespace) -> int:
     """``repro train efficientvit``: check the input, then train under torchrun (or alone)."""
-    from repro.runtime import seed_everything
-
     args = resolve_args(args)
     train_set, val_set = build_datasets(args)
     info = init_from_env(device=args.device)
     try:
-        seed_everything(args.seed)  # same initial weights on every rank
+        _seed_process(args.seed)  # same initial weights on every rank
         model, ema, optimizer, scheduler = build_training(args, info)
         state = _checkpointed(model, ema)
         step, history, start_epoch = 0, History(), 0
@@ -447,10 +491,9 @@ def main(args: argparse.Namespace) -> int:
             left = None if args.max_steps is None else args.max_steps - step
             if left is not None and left <= 0:
                 break
-            seed_everything(args.seed + info.rank + 10_000 * epoch)  # resume = no interruption
+            _seed_process(args.seed + info.rank + 10_000 * epoch)  # resume = no interruption
             sampler.set_epoch(epoch)
-            scheduler.step(epoch)  # the lr of this epoch (warm-up, then cosine)
-            lr = optimizer.param_groups[0]["lr"]
+            lr = epoch_lr(scheduler, epoch)  # the official loop's lr for this epoch
             t0 = time.perf_counter()
             loss, steps = train_one_epoch(model, ema, train_loader, optimizer, criterion, mixup,
                                           args, info, left, desc=f"epoch {epoch}")
