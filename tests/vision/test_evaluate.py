@@ -152,9 +152,9 @@ def test_wrong_variant_checkpoint_is_refused_before_any_image_is_read(fixture_di
 
 # ----------------------------------------------------------------------------- redundancy
 def _trained_run(tmp_path, attention: str):
-    """What `repro train efficientvit` leaves: last.safetensors (model.ema.* keys) and
-    config.json."""
-    from safetensors.torch import save_file
+    """What `repro train efficientvit` leaves: last.safetensors (a repro checkpoint with
+    model.ema.* keys) and config.json."""
+    from repro.train import save_checkpoint
 
     torch.manual_seed(0)
     model = ev.create_model("efficientvit_tiny", img_size=32, num_classes=3, attention=attention)
@@ -164,8 +164,10 @@ def _trained_run(tmp_path, attention: str):
                 p.normal_(0, 0.5)
     run = tmp_path / attention
     run.mkdir()
-    tensors = {f"model.ema.{k}": v.contiguous() for k, v in model.state_dict().items()}
-    save_file(tensors, str(run / "last.safetensors"))
+    holder = torch.nn.Module()
+    holder.ema = model  # the trainer's state module: keys model.ema.*
+    save_checkpoint(run / "last.safetensors", holder,
+                    torch.optim.SGD(model.parameters(), lr=0.1), step=1)
     (run / "config.json").write_text(json.dumps({"model": "efficientvit_tiny", "img_size": 32,
                                                  "num_classes": 3, "attention": attention}))
     return run, model.eval()

@@ -73,6 +73,7 @@ from repro.distributed import (
     wrap_ddp,
 )
 from repro.errors import CheckpointError, DataUnavailableError, ReproError
+from repro.io import atomic_write_text
 from repro.train import (
     CHECKPOINT_NAME,
     History,
@@ -335,13 +336,11 @@ def _checkpointed(model: nn.Module, ema) -> nn.Module:
 
 
 def load_weights(model: nn.Module, path: str | Path, *, ema: bool = True) -> nn.Module:
-    """Load the EMA (or raw) weights of a checkpoint written by this script into ``model``."""
-    from safetensors.torch import load_file
+    """Load the EMA (or raw) weights of a checkpoint written by this script into ``model``
+    (its content hash is verified first: an altered file is refused with a CheckpointError)."""
+    from repro.train import read_checkpoint
 
-    try:
-        tensors = load_file(str(path))
-    except Exception as err:  # safetensors' own error type on a bad header
-        raise CheckpointError(f"checkpoint {path} is corrupt or truncated ({err})") from err
+    tensors, _ = read_checkpoint(path)
     prefix = "model.ema." if ema else "model.model."
     state = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
     if not state:
@@ -515,7 +514,7 @@ def _write_config(args: argparse.Namespace, info: DistInfo, start_epoch: int,
     args.output.mkdir(parents=True, exist_ok=True)
     config = {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()
               if k not in ("func", "classes")}
-    (args.output / "config.json").write_text(json.dumps(config, indent=2) + "\n")
+    atomic_write_text(args.output / "config.json", json.dumps(config, indent=2) + "\n")
     print(f"{args.model} on {args.data} ({args.num_classes} classes, {args.img_size} px): "
           f"{info.world_size} x {args.batch_size} images/step, lr {args.lr:.3g}, device "
           f"{info.device}", flush=True)
