@@ -45,3 +45,8 @@ class NotebookFailed(ReproError):
         self.ename = ename
         self.evalue = evalue
         self.traceback = traceback
+
+
+class CorruptDataError(DataUnavailableError):
+    """A data file exists but cannot be read (truncated archive, bad JSON, a missing field):
+    the message names the file, the line or record, and what to do."""

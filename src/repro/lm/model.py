@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["tiny_llama", "lm_loss"]
+__all__ = ["tiny_llama", "tiny_gpt2", "lm_loss"]
 
 
 def tiny_llama(vocab_size: int, d_model: int = 128, n_layers: int = 2, n_heads: int = 4,
@@ -37,6 +37,32 @@ def tiny_llama(vocab_size: int, d_model: int = 128, n_layers: int = 2, n_heads: 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = LlamaForCausalLM(config)
+    return model.train()
+
+
+def tiny_gpt2(vocab_size: int, d_model: int = 64, n_layers: int = 2, n_heads: int | None = None,
+              max_seq: int = 128, seed: int = 0, eos_token_id: int | None = None) -> nn.Module:
+    """A randomly initialised ``GPT2LMHeadModel`` (no download), deterministic in ``seed``.
+
+    GPT-2's own architecture (learned positions, pre-LayerNorm, GELU MLP of 4 x d_model, tied
+    input embedding and lm_head) at toy size, for chapters that mirror a GPT-2 meta-model
+    (ScalingFilter). ``n_heads`` defaults to one head per 32 channels; dropout is 0 so that
+    scoring and training are deterministic. No pad token is set: padding is masked explicitly
+    (:mod:`repro.lm.scoring`). The global RNG state is restored afterwards.
+    """
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    n_heads = n_heads or max(1, d_model // 32)
+    if d_model % n_heads:
+        raise ValueError(f"d_model={d_model} is not divisible by n_heads={n_heads}")
+    config = GPT2Config(
+        vocab_size=vocab_size, n_positions=max_seq, n_embd=d_model, n_layer=n_layers,
+        n_head=n_heads, resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0,
+        bos_token_id=eos_token_id, eos_token_id=eos_token_id,
+    )
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = GPT2LMHeadModel(config)
     return model.train()
 
 
