@@ -66,7 +66,12 @@ def benchmark_tables(root: Path) -> dict[str, str]:
         for r in rows:
             md.append("| " + " | ".join(f"{r[c]:.4g}" if isinstance(r[c], float) else str(r[c])
                                         for c in cols) + " |")
-        meta = doc.get("meta", {})
+        meta = dict(doc.get("meta", {}))
+        for key in ("config", "machine", "torch"):  # other scripts' run descriptions
+            if key in doc and not isinstance(doc[key], (list, dict)):
+                meta[key] = doc[key]
+            elif isinstance(doc.get(key), dict):
+                meta.update({k: v for k, v in doc[key].items() if k not in ("out",)})
         caption = ", ".join(f"{k}: {v}" for k, v in meta.items())
         tables[path.stem] = "\n".join(md) + (f"\n\n*Measured with* `{doc.get('command', '')}`"
                                              f" — {caption}\n" if caption else "\n")
