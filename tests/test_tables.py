@@ -43,3 +43,19 @@ def test_show_returns_the_frame_in_column_order_and_prints_outside_ipython(capsy
 def test_frame_names_missing_columns():
     with pytest.raises(KeyError, match="columns \\['c'\\] are not in the table"):
         tables.frame([{"a": 1}], columns=["a", "c"])
+
+
+def test_a_cell_ending_in_show_displays_the_table_once(tmp_path):
+    """show() returns the frame for further use, but IPython must not display it again when
+    show(...) is the cell's last expression; a frame computed from it displays as usual."""
+    import nbformat
+    from nbclient import NotebookClient
+
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell("import repro.tables\n"
+                                          "repro.tables.show([{'a': 1.5}], caption='x')"),
+                nbformat.v4.new_code_cell("df = repro.tables.show([{'a': 1.5}])\ndf * 2")]
+    NotebookClient(nb, kernel_name="python3", timeout=120).execute()
+    first, second = ([o.output_type for o in c.outputs] for c in nb.cells)
+    assert first == ["display_data"]
+    assert second == ["display_data", "execute_result"]

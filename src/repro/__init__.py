@@ -7,12 +7,17 @@ in torch, timm or transformers load on first use (``repro.vision``, ``repro.fp8`
 from __future__ import annotations
 
 import importlib
+import logging
 import warnings
 from typing import Any
 
 # tqdm.auto (imported by timm and by our training loop) warns when ipywidgets is missing and
 # falls back to text progress bars, which is what we want in executed notebooks
 warnings.filterwarnings("ignore", message="IProgress not found")
+# torchao (imported by transformers when it is installed) registers Enum constants that torch
+# 2.14 now supports natively; torch logs one deprecation line per Enum into every notebook that
+# imports transformers. The notice is about torchao's code, not ours: keep it out of the book.
+logging.getLogger("torch.utils._pytree").setLevel(logging.ERROR)
 
 __version__ = "0.1.0"
 

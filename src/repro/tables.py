@@ -89,12 +89,26 @@ def style(df, formats: Mapping[str, str | Any] | None = None, *, caption: str | 
     return styler
 
 
+def _shown(df):
+    """``df`` as a DataFrame that IPython does not display again when it is a cell's last
+    value (it was just displayed, formatted); every operation on it gives a plain DataFrame."""
+    import pandas as pd
+
+    class ShownFrame(pd.DataFrame):
+        def _ipython_display_(self) -> None:  # already shown by show()
+            return None
+
+    out = ShownFrame(df)
+    return out
+
+
 def show(rows: Any, formats: Mapping[str, str | Any] | None = None, *,
          caption: str | None = None, columns: Sequence[str] | None = None,
          index: bool = False, precision: int | None = None):
     """Display ``rows`` as an HTML results table and return the DataFrame.
 
-    Outside IPython (a plain script) the table is printed as text instead.
+    Outside IPython (a plain script) the table is printed as text instead. The returned frame
+    is not displayed a second time when ``show(...)`` ends a notebook cell.
     """
     df = frame(rows, columns)
     styler = style(df, formats, caption=caption, index=index, precision=precision)
@@ -109,4 +123,4 @@ def show(rows: Any, formats: Mapping[str, str | Any] | None = None, *,
         if caption:
             print(caption)
         print(df.to_string(index=index))
-    return df
+    return _shown(df)
