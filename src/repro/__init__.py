@@ -27,7 +27,8 @@ RELEASE_TAG = f"v{__version__}"
 
 _SUBMODULES = {
     "bench", "cache", "cli", "data", "distributed", "fp8", "ledger", "lm", "plotting",
-    "runtime", "scales", "train", "vision", "execute", "tables", "progress", "io",
+    "runtime", "scales", "train", "vision", "execute", "tables", "progress", "io", "clip",
+    "tracking", "diffusion", "resources", "entry", "lazy", "errors",
 }
 
 
