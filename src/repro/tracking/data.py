@@ -58,6 +58,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from repro.errors import DataUnavailableError, ParameterError, ReproError
+from repro.io import atomic_write_text
 
 __all__ = [
     "AnnotationError", "GeneratorConfig", "SequenceBank", "TrackingSequence", "make_bank",
@@ -563,7 +564,7 @@ def write_got10k(root: str | Path, frames: np.ndarray, boxes: np.ndarray,
             if tmp.exists():
                 shutil.rmtree(tmp)
         paths.append(target)
-    (base / "list.txt").write_text("".join(p.name + "\n" for p in paths))
+    atomic_write_text(base / "list.txt", "".join(p.name + "\n" for p in paths))
     return paths
 
 
@@ -613,7 +614,7 @@ def write_trackingnet(root: str | Path, frames: np.ndarray, boxes: np.ndarray, *
         for k, frame in enumerate(np.asarray(frames[i])):
             Image.fromarray(frame).save(folder / f"{k}.jpg", quality=95, subsampling=0)
         (base / "anno").mkdir(parents=True, exist_ok=True)
-        (base / "anno" / f"{name}.txt").write_text(_box_lines(np.asarray(boxes[i])))
+        atomic_write_text(base / "anno" / f"{name}.txt", _box_lines(np.asarray(boxes[i])))
         paths.append(folder)
     return paths
 
