@@ -194,18 +194,7 @@ runs = {t.name: runner.run_benchmark(t, sequences).boxes for t in trackers}
 results = {name: metrics.ope(boxes, sequences) for name, boxes in runs.items()}
 
 # %%
-fig, (ax1, ax2) = plotting.subplots(1, 2)
-for name, r in results.items():
-    ax1.plot(metrics.IOU_THRESHOLDS, r.success, label=f"{name} [{r.auc:.3f}]")
-    ax2.plot(metrics.CENTER_THRESHOLDS, r.precision, label=f"{name} [{r.precision_at(20):.3f}]")
-ax1.set_xlabel("IoU threshold")
-ax1.set_ylabel("success rate")
-ax1.set_title("Success plot (AUC in brackets)")
-ax2.set_xlabel("centre error threshold (px)")
-ax2.set_ylabel("precision")
-ax2.set_title("Precision plot (P@20 in brackets)")
-ax1.legend(fontsize=7)
-ax2.legend(fontsize=7)
+metrics.plot_ope(results)
 plt.show()
 
 # %% [markdown]

@@ -169,3 +169,20 @@ def test_jump_rate_counts_large_centre_moves():
     # moves of 1, 29 and 1 px against a threshold of 0.5 * 10 = 5 px
     assert metrics.jump_rate(boxes) == pytest.approx(1 / 3)
     assert metrics.success_curve([1.0, 0.5])[10] == 0.5  # IoU 0.5 is not > 0.5
+
+
+def test_plot_ope_draws_one_success_and_one_precision_curve_per_tracker():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    gt = np.array([[0, 0, 10, 10]] * 4, dtype=float)
+    seqs = [TrackingSequence("a", [None] * 4, gt, None, {})]
+    results = {"perfect": metrics.ope({"a": gt}, seqs),
+               "lost": metrics.ope({"a": gt + [50, 50, 0, 0]}, seqs)}
+    fig = metrics.plot_ope(results)
+    success, precision = fig.axes
+    assert [line.get_label() for line in success.lines] == [
+        f"perfect [{results['perfect'].auc:.3f}]", f"lost [{results['lost'].auc:.3f}]"]
+    assert len(precision.lines) == 2
+    np.testing.assert_array_equal(success.lines[0].get_xdata(), metrics.IOU_THRESHOLDS)
+    assert success.get_xlabel() == "IoU threshold" and "px" in precision.get_xlabel()

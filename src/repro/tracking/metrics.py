@@ -203,6 +203,31 @@ def ope(predictions: Mapping[str, np.ndarray], sequences: Sequence, *,
                      [dict(getattr(s, "attributes", {}) or {}) for s in sequences])
 
 
+def plot_ope(results: Mapping[str, OPEResult], axes=None):
+    """The benchmarks' two OPE figures side by side: the success plot (success rate against
+    the IoU threshold, AUC in the legend) and the precision plot (against the centre-error
+    threshold in pixels, P@20 in the legend). Returns the figure."""
+    from repro import plotting
+
+    if axes is None:
+        fig, axes = plotting.subplots(1, 2)
+    else:
+        fig = axes[0].figure
+    ax_success, ax_precision = axes
+    for name, r in results.items():
+        ax_success.plot(IOU_THRESHOLDS, r.success, label=f"{name} [{r.auc:.3f}]")
+        ax_precision.plot(CENTER_THRESHOLDS, r.precision,
+                          label=f"{name} [{r.precision_at(20):.3f}]")
+    ax_success.set(xlabel="IoU threshold", ylabel="success rate",
+                   title="Success plot (AUC in brackets)")
+    ax_precision.set(xlabel="centre error threshold (px)", ylabel="precision",
+                     title="Precision plot (P@20 in brackets)")
+    ax_success.legend(fontsize=7)
+    ax_precision.legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
 def jump_rate(pred, factor: float = 0.5) -> float:
     """Fraction of frames (from frame 1) whose predicted centre moved by more than ``factor``
     times sqrt(w h) of the previous prediction: how often a tracker jumps (to a distractor,
