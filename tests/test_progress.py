@@ -75,3 +75,22 @@ def test_fit_under_repro_run_leaves_one_line(monkeypatch, capsys):
     assert "0%|" not in out.out + out.err
     lines = [line for line in out.out.splitlines() if line.startswith("tiny:")]
     assert len(lines) == 1 and lines[0].startswith("tiny: 3/3 steps in ")
+
+
+def test_an_executed_notebook_keeps_no_third_party_progress_residue(tmp_path):
+    """transformers, timm and diffusers draw their own tqdm bars; under repro run they are off,
+    while our own loops still print their one summary line."""
+    from repro.execute import run_notebook
+
+    nb = tmp_path / "01_bars.py"
+    nb.write_text('# %% tags=["parameters"]\nN = 3\n\n# %%\nfrom tqdm.auto import tqdm\n'
+                  'for _ in tqdm(range(N), desc="third party"):\n    pass\n'
+                  'from repro.progress import progress\n'
+                  'for _ in progress(range(N), desc="ours"):\n    pass\n')
+    out = run_notebook(nb, "ci", output=tmp_path / "out.ipynb").output
+    import nbformat
+
+    text = "".join(o.get("text", "") for c in nbformat.read(out, as_version=4).cells
+                   for o in c.get("outputs", []))
+    assert "0%|" not in text and "third party" not in text
+    assert text.count("ours: 3/3 it in ") == 1

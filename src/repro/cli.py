@@ -126,12 +126,14 @@ def _cmd_ledger(args) -> int:
     if args.readme:
         changed = ledger.update_readme(args.readme, rows)
         print(f"{'updated' if changed else 'unchanged'}: {args.readme}")
+    width = max((len(r.status) for chapter_rows in rows.values() for r in chapter_rows),
+                default=0)
     for paper, chapter_rows in rows.items():
         counts = ledger.summary_counts(chapter_rows)
         print(f"{paper}: " + ", ".join(f"{n} {s}" for s, n in counts.items()))
         for r in chapter_rows:
             value = "—" if r.measurement is None else ledger._fmt(r.measurement.value)
-            print(f"  {r.status:<20} {r.claim.id} = {value}")
+            print(f"  {r.status:<{width}}  {r.claim.id} = {value}")
     bad = ledger.failures(rows)
     if args.check and bad:
         for r in bad:

@@ -92,12 +92,17 @@ def run_notebook(
         os.replace(out, previous)
     env_before = {k: os.environ.get(k) for k in ("REPRO_SCALE", "REPRO_NUM_THREADS",
                                                   "TQDM_MININTERVAL", "PYTHONHASHSEED",
-                                                  "REPRO_PROGRESS")}
+                                                  "REPRO_PROGRESS", "TQDM_DISABLE",
+                                                  "HF_HUB_DISABLE_PROGRESS_BARS")}
     os.environ["REPRO_SCALE"] = scale
     if threads is not None:
         os.environ["REPRO_NUM_THREADS"] = str(threads)
     os.environ.setdefault("TQDM_MININTERVAL", "10")  # quiet progress bars in logs
     os.environ["REPRO_PROGRESS"] = "summary"  # one line per loop in the saved notebook
+    # other libraries' bars (transformers' "Writing model shards", timm, diffusers) would leave
+    # their 0% ... 100% states in the saved outputs: off in executed notebooks
+    os.environ["TQDM_DISABLE"] = "1"
+    os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] = "1"
     os.environ["PYTHONHASHSEED"] = "0"
     import papermill as pm
 
