@@ -588,7 +588,7 @@ README_END = "<!-- ledger:end -->"
 
 
 def readme_block(rows_by_chapter: dict[str, list[Row]]) -> str:
-    lines = ["| chapter | claims | reproduced at ci | contradicted at ci | needs full scale / "
+    lines = ["| chapter | claims | reproduced | contradicted at ci | needs local / full scale, "
              "GPU only | failed |",
              "|---|---|---|---|---|---|"]
     for rows in rows_by_chapter.values():
