@@ -54,6 +54,21 @@ def _check_destination(path: Path) -> None:
             break
 
 
+def _prepare(path: Path, mkdir: bool) -> Path:
+    """Check the destination, make its folder, and return a fresh temporary sibling."""
+    _check_destination(path)
+    if mkdir:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    return _tmp_name(path)
+
+
+def _commit(tmp: Path, path: Path) -> None:
+    """Give the fsynced temporary ordinary permissions and move it into place."""
+    os.chmod(tmp, 0o644)
+    os.replace(tmp, path)
+    _fsync_dir(path.parent)
+
+
 @contextlib.contextmanager
 def atomic_write(path: str | Path, mode: str = "w", encoding: str | None = "utf-8",
                  mkdir: bool = True) -> Iterator[IO[Any]]:
@@ -61,19 +76,14 @@ def atomic_write(path: str | Path, mode: str = "w", encoding: str | None = "utf-
     if mode not in ("w", "wb"):
         raise ValueError(f"mode must be 'w' or 'wb', got {mode!r}")
     path = Path(path)
-    _check_destination(path)
-    if mkdir:
-        path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _tmp_name(path)
+    tmp = _prepare(path, mkdir)
     try:
         kwargs = {"encoding": encoding} if mode == "w" else {}
         with open(tmp, mode, **kwargs) as f:
             yield f
             f.flush()
             os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-        _fsync_dir(path.parent)
+        _commit(tmp, path)
     finally:
         if tmp.exists():
             tmp.unlink()
@@ -96,17 +106,12 @@ def atomic_save(path: str | Path, writer: Callable[[str], Any], mkdir: bool = Tr
     ``safetensors.torch.save_file`` or ``torch.onnx.export``), fsync it, then move it to
     ``path``. Nothing is left at ``path`` or beside it if ``writer`` raises."""
     path = Path(path)
-    _check_destination(path)
-    if mkdir:
-        path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _tmp_name(path)
+    tmp = _prepare(path, mkdir)
     try:
         writer(str(tmp))
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-        _fsync_dir(path.parent)
+        _commit(tmp, path)
     finally:
         if tmp.exists():
             tmp.unlink()
